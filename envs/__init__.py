@@ -1,0 +1,15 @@
+"""Built-in tasks (installed as ``rlkd.envs``); importing this registers them."""
+
+from rlkd.core.registry import _REGISTRY, register
+
+from .agv_warehouse import PRESETS as _AGV_PRESETS
+from .agv_warehouse import AGVWarehouseConfig as _AGVConfig
+
+if "AGVWarehouse-v0" not in _REGISTRY:
+    register("AGVWarehouse-v0", "rlkd.envs.agv_warehouse.env:AGVWarehouseEnv", _AGVConfig,
+             description="Differential-drive AGV to goal through shelves and moving obstacles; "
+                         "sparse reward, 32-ray lidar")
+    for _name, _over in _AGV_PRESETS.items():
+        register(f"AGVWarehouse-{_name}-v0", "rlkd.envs.agv_warehouse.env:AGVWarehouseEnv",
+                 _AGVConfig, overrides=_over,
+                 description=f"AGV warehouse, scene preset {_name}")

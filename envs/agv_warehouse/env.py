@@ -1,0 +1,354 @@
+"""AGV warehouse navigation: a differential-drive robot crosses a warehouse to its goals.
+
+After "Random Network Distillation Based Deep Reinforcement Learning for AGV Path Planning"
+(Yin et al., 2024, arXiv 2404.12594). Pure batched torch: the same code on CPU and CUDA.
+
+**Action** ``(num_envs, 2)`` in [-1, 1]: commanded linear and angular velocity as fractions of
+``max_lin_vel`` (m/s) and ``max_ang_vel`` (rad/s). Commands pass through an optional latency
+buffer and acceleration limits, then drive unicycle kinematics (midpoint integration, ``dt`` s),
+scaled by ``1 - slip``.
+
+**Observations** (world frame is x right, y up, metres; ``D = max(map_width, map_height)``):
+
+==========  ================================================================================
+group       content (per env)
+==========  ================================================================================
+policy      ``(8 + lidar_rays,)``: goal position in the robot frame / D (2), goal distance / D,
+            linear / max_lin_vel and angular / max_ang_vel velocity (2), previous action (2),
+            fraction of goals still to visit, lidar ranges / lidar_range (rays, CCW from
+            the rear when the FOV is 2 pi)
+critic      ``policy`` without noise, then robot pose (x / W, y / H, cos, sin), current goal
+            (x / W, y / H), every moving obstacle relative to the robot in its frame
+            (dx / D, dy / D, vx, vy), and params (slip, max_lin_vel, action_latency)
+==========  ================================================================================
+
+**Reward** (sparse by default): ``reward_goal`` (+1) for reaching a goal, ``reward_collision``
+(-1) for touching a shelf, a wall or an obstacle, 0 otherwise; optional dense terms
+``progress_reward_scale x (d_prev - d)`` and ``-time_penalty``. Per-term values are in
+``info["reward_terms"]``.
+
+**Termination**: collision, or the last goal reached (``success``). **Truncation**:
+``max_episode_steps``. Finished episodes report ``success``, ``collision`` and ``timeout``.
+
+**Params** (per-env tensors in ``env.params``): ``slip``, ``max_lin_vel``, ``max_ang_vel``,
+``lin_acc``, ``ang_acc``, ``action_latency`` (int64 steps), ``lidar_noise_std`` (m),
+``obs_noise_std``.
+
+**Version history**: v0 (first release).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlkd.core.env import BatchedEnv, Obs
+from rlkd.core.spaces import action_box, box
+from rlkd.sim.diffdrive import unicycle_step
+from rlkd.sim.raycast2d import RangeTable, cast_boxes_exact, cast_circles, lookup_points
+
+from .config import AGVWarehouseConfig
+from .layout import LayoutSet, generate_layouts
+
+_LAYOUT_CACHE: dict[tuple, tuple[LayoutSet, RangeTable | None]] = {}
+
+
+def _largest_divisor_at_most(n: int, k: int) -> int:
+    for d in range(min(n, max(k, 1)), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+class AGVWarehouseEnv(BatchedEnv):
+    """Batched AGV warehouse navigation; see the module docstring for the full manual."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    NUM_GOAL_CANDIDATES = 16
+
+    def __init__(self, cfg: AGVWarehouseConfig, num_envs: int = 1, device="cpu", seed: int = 0,
+                 validate_actions: bool = True):
+        super().__init__(cfg, num_envs, device, seed, validate_actions)
+        c = cfg
+        if c.lidar_mode not in ("table", "exact"):
+            raise ValueError(f"lidar_mode must be 'table' or 'exact', got {c.lidar_mode!r}")
+        if c.num_goals < 1 or c.lidar_rays < 1 or c.max_episode_steps < 1:
+            raise ValueError("num_goals, lidar_rays and max_episode_steps must be >= 1")
+        if not 0.0 <= c.slip < 1.0:
+            raise ValueError(f"slip must be in [0, 1), got {c.slip}")
+        self.metadata = dict(self.metadata, render_fps=int(round(1.0 / c.dt)))
+        dev = self.device
+        self.world = (float(c.map_width), float(c.map_height))
+        self.scale = float(max(self.world))
+        self.num_layouts = _largest_divisor_at_most(num_envs, c.num_layouts)
+        self.group = num_envs // self.num_layouts
+        self.layout_of_env = torch.arange(num_envs, device=dev) // self.group
+        self.layout_seed = c.layout_seed if c.layout_seed >= 0 else seed
+        self.layouts, self.range_table = self._build_layouts()
+
+        R, K, G = c.lidar_rays, c.num_obstacles, c.num_goals
+        if c.lidar_fov >= 2 * math.pi - 1e-6:
+            offs = -math.pi + (torch.arange(R, device=dev, dtype=torch.float32) + 0.5) * (2 * math.pi / R)
+        else:
+            offs = torch.linspace(-c.lidar_fov / 2, c.lidar_fov / 2, R, device=dev)
+        self.ray_offsets = offs
+
+        # Per-env physical parameters (domain randomisation / sim-to-real writes go here).
+        full = lambda v, dt=torch.float32: torch.full((num_envs,), v, dtype=dt, device=dev)  # noqa: E731
+        self.params = {
+            "slip": full(c.slip), "max_lin_vel": full(c.max_lin_vel),
+            "max_ang_vel": full(c.max_ang_vel), "lin_acc": full(c.lin_acc),
+            "ang_acc": full(c.ang_acc), "action_latency": full(c.action_latency, torch.int64),
+            "lidar_noise_std": full(c.lidar_noise_std), "obs_noise_std": full(c.obs_noise_std),
+        }
+        # State.
+        z = lambda *s: torch.zeros(num_envs, *s, device=dev)  # noqa: E731
+        self.pos, self.heading, self.lin_vel, self.ang_vel = z(2), z(), z(), z()
+        self.prev_action = z(2)
+        self.goals = z(G, 2)
+        self.goal_idx = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self.goal_dist = z()
+        self.obs_seg = z(K, 2, 2)
+        self.obs_phase, self.obs_rate = z(K), z(K)
+        self.obs_pos, self.obs_vel = z(K, 2), z(K, 2)
+        self._buf_len = max(0, int(c.max_action_latency)) + 1
+        self.action_buf = z(self._buf_len, 2)
+        self._buf_ptr = 0
+        # Step events, filled by _step_sim and read by _evaluate.
+        self._collided = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+        self._reached = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+        self._progress = z()
+
+        n_policy = 8 + R
+        n_critic = n_policy + 4 + 2 + 4 * K + 3
+        self.observation_spaces = {"policy": box((n_policy,)), "critic": box((n_critic,))}
+        self.action_space = action_box(2)
+
+    # ------------------------------------------------------------------ construction
+    def _build_layouts(self) -> tuple[LayoutSet, RangeTable | None]:
+        c = self.cfg
+        key = (self.num_layouts, self.layout_seed, str(self.device), c.map_width, c.map_height,
+               c.shelf_rows, c.shelf_depth, c.cross_aisles, c.cross_aisle_width, c.clutter_boxes,
+               c.robot_radius, c.obstacle_radius, c.lidar_range, c.lidar_mode,
+               c.lidar_table_resolution, c.lidar_table_angles)
+        if key not in _LAYOUT_CACHE:  # layouts and range tables are immutable: share them
+            layouts = generate_layouts(
+                self.num_layouts, self.layout_seed, c.map_width, c.map_height, c.shelf_rows,
+                c.shelf_depth, c.cross_aisles, c.cross_aisle_width, c.clutter_boxes,
+                c.robot_radius, c.obstacle_radius, device=self.device)
+            table = None
+            if c.lidar_mode == "table":
+                table = RangeTable(layouts.boxes, self.world, c.lidar_range,
+                                   c.lidar_table_resolution, c.lidar_table_angles)
+            if len(_LAYOUT_CACHE) > 16:
+                _LAYOUT_CACHE.clear()
+            _LAYOUT_CACHE[key] = (layouts, table)
+        return _LAYOUT_CACHE[key]
+
+    # ------------------------------------------------------------------ reset
+    def _sample_free(self, env_ids: torch.Tensor, n: int) -> torch.Tensor:
+        """``(M, n, 2)`` free positions (cell centre + jitter) in each env's layout."""
+        lay = self.layout_of_env[env_ids]
+        idx = self.rng.integers(env_ids, n, self.layouts.num_free[lay])
+        pts = self.layouts.free_points[lay[:, None], idx]
+        jitter = self.rng.uniform(env_ids, 2 * n, -0.4, 0.4).view(-1, n, 2) * self.layouts.free_cell
+        return pts + jitter
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        c = self.cfg
+        M = env_ids.numel()
+        start = self._sample_free(env_ids, 1)[:, 0]
+        self.pos[env_ids] = start
+        self.heading[env_ids] = self.rng.uniform(env_ids, 1, -math.pi, math.pi)[:, 0]
+        self.lin_vel[env_ids] = 0.0
+        self.ang_vel[env_ids] = 0.0
+        self.prev_action[env_ids] = 0.0
+        self.action_buf[env_ids] = 0.0
+        # Goals: among candidate free points pick the first at a distance in [min, max] from the
+        # previous waypoint, else the one closest to that interval.
+        prev = start
+        C = self.NUM_GOAL_CANDIDATES
+        goals = []
+        for _ in range(c.num_goals):  # loop over goals per episode (1 or 2), not over envs
+            cand = self._sample_free(env_ids, C)
+            d = (cand - prev[:, None]).norm(dim=-1)
+            violation = (c.goal_distance_min - d).clamp_min(0) + (d - c.goal_distance_max).clamp_min(0)
+            pick = violation.argmin(dim=1)
+            prev = cand[torch.arange(M, device=self.device), pick]
+            goals.append(prev)
+        self.goals[env_ids] = torch.stack(goals, dim=1)
+        self.goal_idx[env_ids] = 0
+        self.goal_dist[env_ids] = (self.goals[env_ids, 0] - start).norm(dim=-1)
+        # Moving obstacles on patrol segments of the layout, random phase and speed.
+        K = c.num_obstacles
+        if K:
+            lay = self.layout_of_env[env_ids]
+            S = self.layouts.patrol.shape[1]
+            seg = self.rng.integers(env_ids, K, S)
+            self.obs_seg[env_ids] = self.layouts.patrol[lay[:, None], seg]
+            speed = self.rng.uniform(env_ids, K, c.obstacle_speed_min, c.obstacle_speed_max)
+            length = (self.obs_seg[env_ids, :, 1] - self.obs_seg[env_ids, :, 0]).norm(dim=-1)
+            self.obs_rate[env_ids] = speed / length.clamp_min(1e-3)
+            phase = self.rng.uniform(env_ids, K, 0.0, 2.0)
+            # Do not start on top of the robot: jump to the mirrored point of the shuttle.
+            pos = self._obstacle_pos(self.obs_seg[env_ids], phase)
+            close = (pos - start[:, None]).norm(dim=-1) < (c.robot_radius + c.obstacle_radius + 1.0)
+            phase = torch.where(close, phase + 1.0, phase)
+            self.obs_phase[env_ids] = phase
+            self.obs_pos[env_ids] = self._obstacle_pos(self.obs_seg[env_ids], phase)
+            self.obs_vel[env_ids] = 0.0
+
+    @staticmethod
+    def _obstacle_pos(seg: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        tri = 1.0 - (1.0 - torch.remainder(phase, 2.0)).abs()  # 0 -> 1 -> 0 shuttle
+        return seg[..., 0, :] + (seg[..., 1, :] - seg[..., 0, :]) * tri[..., None]
+
+    # ------------------------------------------------------------------ step
+    def _step_sim(self, actions: torch.Tensor) -> None:
+        c, p = self.cfg, self.params
+        # Command latency: write this step's command, read the one issued `latency` steps ago.
+        if self._buf_len > 1:
+            self.action_buf[:, self._buf_ptr] = actions
+            lat = p["action_latency"].clamp(0, self._buf_len - 1)
+            slot = torch.remainder(self._buf_ptr - lat, self._buf_len)
+            applied = self.action_buf[self._all_ids, slot]
+            self._buf_ptr = (self._buf_ptr + 1) % self._buf_len
+        else:
+            applied = actions
+        self.prev_action = actions
+        self.pos, self.heading, self.lin_vel, self.ang_vel = unicycle_step(
+            self.pos, self.heading, self.lin_vel, self.ang_vel,
+            applied[:, 0] * p["max_lin_vel"], applied[:, 1] * p["max_ang_vel"],
+            p["lin_acc"], p["ang_acc"], p["slip"], c.dt)
+        # Obstacles shuttle along their segments.
+        if c.num_obstacles:
+            self.obs_phase = self.obs_phase + self.obs_rate * c.dt
+            new = self._obstacle_pos(self.obs_seg, self.obs_phase)
+            self.obs_vel = (new - self.obs_pos) / c.dt
+            self.obs_pos = new
+        # Collisions: robot disc against boxes (broadcast per layout), walls, obstacles.
+        L, Gr = self.num_layouts, self.group
+        r = c.robot_radius
+        pos = self.pos.view(L, Gr, 1, 2)
+        b = self.layouts.boxes[:, None]  # (L, 1, B, 4)
+        dx = torch.maximum(b[..., 0] - pos[..., 0], pos[..., 0] - b[..., 2]).clamp_min(0.0)
+        dy = torch.maximum(b[..., 1] - pos[..., 1], pos[..., 1] - b[..., 3]).clamp_min(0.0)
+        hit_box = ((dx * dx + dy * dy) < r * r).any(dim=-1).view(-1)
+        x, y = self.pos[:, 0], self.pos[:, 1]
+        hit_wall = (x < r) | (y < r) | (x > self.world[0] - r) | (y > self.world[1] - r)
+        collided = hit_box | hit_wall
+        if c.num_obstacles:
+            d_obs = (self.obs_pos - self.pos[:, None]).norm(dim=-1)
+            collided = collided | (d_obs < r + c.obstacle_radius).any(dim=-1)
+        # Goals, visited in order.
+        goal = self.goals[self._all_ids, self.goal_idx]
+        dist = (goal - self.pos).norm(dim=-1)
+        reached = (dist < c.goal_radius) & ~collided
+        self._progress = self.goal_dist - dist
+        self.goal_idx = self.goal_idx + reached.long()
+        if c.num_goals > 1:  # next goal's distance becomes the progress baseline
+            nxt = self.goals[self._all_ids, self.goal_idx.clamp_max(c.num_goals - 1)]
+            dist = torch.where(reached, (nxt - self.pos).norm(dim=-1), dist)
+        self.goal_dist = dist
+        self._collided, self._reached = collided, reached
+
+    def _evaluate(self):
+        c = self.cfg
+        terms = {
+            "goal": self._reached.float() * c.reward_goal,
+            "collision": self._collided.float() * c.reward_collision,
+        }
+        if c.progress_reward_scale:
+            terms["progress"] = self._progress * c.progress_reward_scale
+        if c.time_penalty:
+            terms["time"] = torch.full_like(self._progress, -c.time_penalty)
+        reward = sum(terms.values())
+        success = self.goal_idx >= c.num_goals
+        terminated = self._collided | success
+        return reward, terminated, terms, {"success": success, "collision": self._collided}
+
+    # ------------------------------------------------------------------ observations
+    def _lidar(self, env_ids: torch.Tensor | None) -> torch.Tensor:
+        c = self.cfg
+        if env_ids is None:
+            pos, heading = self.pos, self.heading
+        else:
+            pos, heading = self.pos[env_ids], self.heading[env_ids]
+        angles = heading[:, None] + self.ray_offsets  # (M, R)
+        if env_ids is None:  # whole batch: geometry broadcast per layout group
+            L, Gr = self.num_layouts, self.group
+            o, a = pos.view(L, Gr, 2), angles.view(L, Gr, -1)
+            if self.range_table is not None:
+                ranges = self.range_table.lookup(o, a).view(self.num_envs, -1)
+            else:
+                ranges = cast_boxes_exact(o, a, self.layouts.boxes, self.world, c.lidar_range
+                                          ).view(self.num_envs, -1)
+        else:
+            lay = self.layout_of_env[env_ids]
+            if self.range_table is not None:
+                ranges = lookup_points(self.range_table, lay, pos, angles)
+            else:
+                ranges = cast_boxes_exact(pos[:, None], angles[:, None], self.layouts.boxes[lay],
+                                          self.world, c.lidar_range)[:, 0]
+        if c.num_obstacles:
+            op = self.obs_pos if env_ids is None else self.obs_pos[env_ids]
+            ranges = torch.minimum(ranges, cast_circles(pos, angles, op, c.obstacle_radius,
+                                                        c.lidar_range))
+        return ranges
+
+    def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
+        c, p = self.cfg, self.params
+        sel = (lambda t: t) if env_ids is None else (lambda t: t[env_ids])  # noqa: E731
+        ids = self._all_ids if env_ids is None else env_ids
+        pos, hd = sel(self.pos), sel(self.heading)
+        cos, sin = torch.cos(hd), torch.sin(hd)
+        gidx = sel(self.goal_idx).clamp_max(c.num_goals - 1)
+        goal = self.goals[ids, gidx]
+        rel = goal - pos
+        # World -> robot frame rotation by -heading.
+        gx = (cos * rel[:, 0] + sin * rel[:, 1]) / self.scale
+        gy = (-sin * rel[:, 0] + cos * rel[:, 1]) / self.scale
+        remaining = 1.0 - sel(self.goal_idx).float() / c.num_goals
+        proprio = torch.stack([gx, gy, rel.norm(dim=-1) / self.scale,
+                               sel(self.lin_vel) / c.max_lin_vel, sel(self.ang_vel) / c.max_ang_vel,
+                               sel(self.prev_action)[:, 0], sel(self.prev_action)[:, 1],
+                               remaining], dim=-1)
+        lidar = self._lidar(env_ids) / c.lidar_range
+        clean = torch.cat([proprio, lidar], dim=-1)
+        policy = clean
+        lidar_std, obs_std = sel(p["lidar_noise_std"]), sel(p["obs_noise_std"])
+        if bool((lidar_std > 0).any()) or bool((obs_std > 0).any()):
+            noise = self.rng.normal(env_ids, clean.shape[1])
+            scale = torch.cat([obs_std[:, None].expand(-1, 7),
+                               torch.zeros_like(obs_std)[:, None],
+                               (lidar_std / c.lidar_range)[:, None].expand(-1, c.lidar_rays)], dim=1)
+            policy = clean + noise * scale
+            policy[:, 8:] = policy[:, 8:].clamp(0.0, 1.0)
+        parts = [clean, pos[:, 0:1] / self.world[0], pos[:, 1:2] / self.world[1],
+                 cos[:, None], sin[:, None], goal[:, 0:1] / self.world[0], goal[:, 1:2] / self.world[1]]
+        if c.num_obstacles:
+            orel = sel(self.obs_pos) - pos[:, None]
+            ovel = sel(self.obs_vel)
+            c_, s_ = cos[:, None], sin[:, None]
+            parts.append(torch.stack([(c_ * orel[..., 0] + s_ * orel[..., 1]) / self.scale,
+                                      (-s_ * orel[..., 0] + c_ * orel[..., 1]) / self.scale,
+                                      c_ * ovel[..., 0] + s_ * ovel[..., 1],
+                                      -s_ * ovel[..., 0] + c_ * ovel[..., 1]], dim=-1).flatten(1))
+        parts.append(torch.stack([sel(p["slip"]), sel(p["max_lin_vel"]),
+                                  sel(p["action_latency"]).float()], dim=-1))
+        return {"policy": policy, "critic": torch.cat(parts, dim=-1)}
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, env_ids: Any = None, width: int = 480, show_lidar: bool = True,
+               cols: int | None = None) -> np.ndarray:
+        """Top-down ``uint8 (H, W, 3)`` frame of ``env_ids`` (default ``[0]``), tiled if several.
+
+        Shows shelves, walls, moving obstacles, the robot with its heading, lidar rays, the goals
+        and the trail of recent positions.
+        """
+        from .render import render_topdown
+
+        return render_topdown(self, env_ids, width=width, show_lidar=show_lidar, cols=cols)

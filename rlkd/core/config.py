@@ -1,0 +1,48 @@
+"""Task configs: dataclasses with documented defaults, overridden by keyword."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def apply_overrides(cfg: C, overrides: dict[str, Any], owner: str = "config") -> C:
+    """Return a copy of dataclass ``cfg`` with ``overrides`` applied.
+
+    Raises:
+        KeyError: an override names a field the config does not have (the message lists them).
+        TypeError: a value cannot be converted to the field's type.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for key in overrides:
+        if key not in fields:
+            raise KeyError(
+                f"unknown config key {key!r} for {owner}.{_suggest(key, list(fields))} "
+                f"Valid keys: {', '.join(sorted(fields))}"
+            )
+    values = {}
+    for key, value in overrides.items():
+        current = getattr(cfg, key)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise TypeError(f"config key {key!r} of {owner} expects a bool, got {value!r}")
+        if isinstance(current, (int, float)) and not isinstance(current, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"config key {key!r} of {owner} expects a number, got {value!r}")
+            value = type(current)(value) if isinstance(current, float) else value
+        values[key] = value
+    return dataclasses.replace(cfg, **values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict view of a config dataclass (for logs, checkpoints, YAML)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,212 @@
+"""The batched-env contract every rlkd task implements (DESIGN.md section 2).
+
+A :class:`BatchedEnv` simulates ``num_envs`` copies of a task on one torch ``device``. It returns
+observation *groups* (``obs["policy"]`` always, ``obs["critic"]`` for privileged state, more for
+sensors), resets finished envs inside :meth:`step` (same-step autoreset, their last observation in
+``info["final_obs"]``), keeps physical parameters as per-env tensors in :attr:`params`, and
+validates its inputs.
+
+Subclasses write the task once on batched tensors by filling in four hooks:
+
+* ``_reset_idx(env_ids)``: put the given envs in a fresh initial state (draw from ``self.rng``).
+* ``_step_sim(actions)``: advance every env by one control step; ``actions`` are clipped to [-1, 1].
+* ``_observe(env_ids)``: observation dict for the given rows (``None`` = all envs).
+* ``_evaluate()``: ``(reward, terminated, reward_terms, episode_flags)`` after a step.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rlkd.core.rng import BatchRNG
+
+Obs = dict[str, torch.Tensor]
+
+
+class BatchedEnv(abc.ABC):
+    """Base class of all rlkd tasks.
+
+    Attributes:
+        num_envs: number of simulated copies.
+        device: torch device holding every tensor of the env.
+        cfg: the task's config dataclass (defaults plus overrides).
+        observation_spaces: per-group gymnasium Box of one env's observation.
+        action_space: per-env Box ``[-1, 1]^act_dim``.
+        params: per-env physical parameters, ``name -> Tensor(num_envs, ...)``; writing into these
+            tensors changes the simulation from the next step on (domain randomisation, sim-to-real
+            perturbations) without rebuilding anything.
+        max_episode_length: control steps before truncation.
+        episode_length_buf: ``(num_envs,)`` int64, steps taken in the current episode.
+        rng: per-env random streams (:class:`BatchRNG`).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    #: registry id, filled in by :func:`rlkd.make`.
+    spec_id: str = ""
+
+    observation_spaces: dict[str, spaces.Box]
+    action_space: spaces.Box
+
+    def __init__(self, cfg: Any, num_envs: int = 1, device: str | torch.device = "cpu",
+                 seed: int = 0, validate_actions: bool = True):
+        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.cfg = cfg
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        self.validate_actions = validate_actions
+        self.rng = BatchRNG(num_envs, seed, self.device)
+        self.params: dict[str, torch.Tensor] = {}
+        self.max_episode_length: int = int(getattr(cfg, "max_episode_steps", 1000))
+        self.episode_length_buf = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self._episode_return = torch.zeros(num_envs, dtype=torch.float32, device=self.device)
+        self._obs: Obs | None = None
+        self._all_ids = torch.arange(num_envs, device=self.device)
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    @abc.abstractmethod
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        """Reset the state of ``env_ids`` ((M,) int64) to fresh initial states."""
+
+    @abc.abstractmethod
+    def _step_sim(self, actions: torch.Tensor) -> None:
+        """Advance all envs by one control step with ``actions`` (num_envs, act_dim) in [-1, 1]."""
+
+    @abc.abstractmethod
+    def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
+        """Observation groups for ``env_ids`` (all envs if ``None``), rows in that order."""
+
+    @abc.abstractmethod
+    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor],
+                                 dict[str, torch.Tensor]]:
+        """After a step: ``reward (N,)``, ``terminated (N,) bool``, per-term rewards ``{name: (N,)}``
+        and per-env episode flags reported when an episode ends (e.g. ``{"success": (N,) bool}``)."""
+
+    def _state_finite(self) -> torch.Tensor:
+        """``(N,) bool``: False where the simulation state diverged (NaN/Inf). Override if the
+        observation alone cannot reveal it."""
+        assert self._obs is not None
+        return torch.isfinite(self._obs["policy"]).all(dim=-1)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def act_dim(self) -> int:
+        return int(self.action_space.shape[0])
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[Obs, dict]:
+        """Reset every env. ``seed`` restarts all per-env random streams (reproducible batch).
+
+        Returns:
+            ``(obs, info)``: ``obs`` maps group name to ``(num_envs, *space.shape)`` tensors.
+        """
+        if seed is not None:
+            self.rng.reseed(seed)
+        self._reset_idx(self._all_ids)
+        self.episode_length_buf.zero_()
+        self._episode_return.zero_()
+        self._obs = self._observe(None)
+        return self._clone_obs(self._obs), {}
+
+    def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   dict[str, Any]]:
+        """Advance every env by one control step.
+
+        Args:
+            actions: ``(num_envs, act_dim)`` floating tensor on :attr:`device`, in [-1, 1]
+                (values outside are clipped).
+
+        Returns:
+            ``obs, reward (N,) float32, terminated (N,) bool, truncated (N,) bool, info`` where
+            ``info`` holds ``final_obs`` (dict of rows for the envs that ended, which were reset in
+            this call), ``final_mask`` (N,) bool, ``episode`` (finished episodes' ``return``,
+            ``length``, flags such as ``success``, and ``env_ids``), ``reward_terms`` and
+            ``sim_unstable`` (number of envs reset because their state diverged).
+        """
+        if self._obs is None:
+            raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
+        actions = self._check_actions(actions)
+        self._step_sim(actions)
+        self.episode_length_buf += 1
+        self._obs = self._observe(None)
+        reward, terminated, terms, flags = self._evaluate()
+
+        # A diverged env must never poison the batch: end it, zero its reward, reset it.
+        finite = self._state_finite()
+        unstable = ~finite
+        n_unstable = int(unstable.sum())
+        if n_unstable:
+            reward = torch.where(unstable, torch.zeros_like(reward), reward)
+            terminated = terminated | unstable
+            for k, v in self._obs.items():
+                self._obs[k] = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) \
+                    if v.is_floating_point() else v
+
+        truncated = (self.episode_length_buf >= self.max_episode_length) & ~terminated
+        self._episode_return += reward
+        done = terminated | truncated
+        info: dict[str, Any] = {"reward_terms": terms, "sim_unstable": n_unstable,
+                                "final_mask": done}
+        done_ids = done.nonzero().squeeze(-1)
+        if done_ids.numel() > 0:
+            info["final_obs"] = {k: v[done_ids] for k, v in self._obs.items()}
+            episode = {"return": self._episode_return[done_ids].clone(),
+                       "length": self.episode_length_buf[done_ids].clone(),
+                       "env_ids": done_ids}
+            for name, flag in flags.items():
+                episode[name] = flag[done_ids]
+            episode["timeout"] = truncated[done_ids]
+            info["episode"] = episode
+            self._reset_idx(done_ids)
+            self.episode_length_buf[done_ids] = 0
+            self._episode_return[done_ids] = 0.0
+            fresh = self._observe(done_ids)
+            for k, v in fresh.items():
+                self._obs[k][done_ids] = v
+        return self._clone_obs(self._obs), reward, terminated, truncated, info
+
+    def render(self, env_ids: list[int] | torch.Tensor | None = None, **kwargs) -> np.ndarray:
+        """``uint8 (H, W, 3)`` frame of the given envs (tiled when several; default env 0)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement render()")
+
+    def close(self) -> None:
+        """Release simulator resources (no-op for pure-torch tasks)."""
+
+    def get_observations(self) -> Obs:
+        """The current observation groups (the ones returned by the last reset/step)."""
+        if self._obs is None:
+            raise RuntimeError("get_observations() called before reset()")
+        return self._clone_obs(self._obs)
+
+    # ------------------------------------------------------------------ helpers
+    def _clone_obs(self, obs: Obs) -> Obs:
+        # Callers (rollout storages) keep references; hand out tensors the env will not mutate.
+        return {k: v.clone() for k, v in obs.items()}
+
+    def _check_actions(self, actions: Any) -> torch.Tensor:
+        if not isinstance(actions, torch.Tensor):
+            raise ValueError(
+                f"actions must be a torch.Tensor of shape ({self.num_envs}, {self.act_dim}), got "
+                f"{type(actions).__name__}; for numpy use the gymnasium or SB3 adapters")
+        expected = (self.num_envs, self.act_dim)
+        if tuple(actions.shape) != expected:
+            raise ValueError(f"actions have shape {tuple(actions.shape)}, expected {expected} "
+                             f"(num_envs, act_dim)")
+        if not actions.is_floating_point():
+            raise ValueError(f"actions must be a floating tensor, got dtype {actions.dtype}")
+        if actions.device != self.device:
+            raise ValueError(f"actions are on {actions.device}, the env is on {self.device}")
+        if self.validate_actions and not bool(torch.isfinite(actions).all()):
+            bad = (~torch.isfinite(actions)).any(dim=-1).nonzero().squeeze(-1)
+            raise ValueError(f"actions contain NaN/Inf for env ids {bad[:10].tolist()}"
+                             f"{' ...' if bad.numel() > 10 else ''}")
+        return actions.to(torch.float32).clamp(-1.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.spec_id!r}, num_envs={self.num_envs}, device={self.device})"

@@ -1,0 +1,114 @@
+"""Env registry: ``rlkd.make`` / ``rlkd.list_envs`` and the matching gymnasium registrations."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rlkd.core.config import apply_overrides
+
+NAMESPACE = "rlkd"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One registered task.
+
+    Attributes:
+        id: versioned id without namespace, e.g. ``"AGVWarehouse-v0"``.
+        entry_point: ``"module:Class"`` of the :class:`~rlkd.core.env.BatchedEnv` subclass.
+        config_factory: builds the task's default config dataclass.
+        overrides: config overrides baked into this id (presets).
+        description: one line for ``rlkd list``.
+    """
+
+    id: str
+    entry_point: str
+    config_factory: Callable[[], Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def default_config(self) -> Any:
+        return apply_overrides(self.config_factory(), self.overrides, owner=self.id)
+
+    def load_class(self) -> type:
+        module, _, name = self.entry_point.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_REGISTRY: dict[str, EnvSpec] = {}
+
+
+def _strip_namespace(env_id: str) -> str:
+    if not isinstance(env_id, str):
+        raise TypeError(f"env id must be a string, got {type(env_id).__name__}")
+    return env_id[len(NAMESPACE) + 1:] if env_id.startswith(NAMESPACE + "/") else env_id
+
+
+def register(env_id: str, entry_point: str, config_factory: Callable[[], Any],
+             overrides: dict[str, Any] | None = None, description: str = "") -> EnvSpec:
+    """Register a task under ``env_id`` (and ``rlkd/<env_id>`` in gymnasium)."""
+    env_id = _strip_namespace(env_id)
+    if env_id in _REGISTRY:
+        raise ValueError(f"env id {env_id!r} is already registered")
+    spec = EnvSpec(env_id, entry_point, config_factory, dict(overrides or {}), description)
+    _REGISTRY[env_id] = spec
+    _register_gymnasium(env_id)
+    return spec
+
+
+def _register_gymnasium(env_id: str) -> None:
+    import gymnasium
+
+    gym_id = f"{NAMESPACE}/{env_id}"
+    if gym_id in gymnasium.registry:
+        return
+    gymnasium.register(
+        id=gym_id,
+        entry_point="rlkd.adapters.gymnasium_env:make_single",
+        vector_entry_point="rlkd.adapters.gymnasium_env:make_vector",
+        kwargs={"env_id": env_id},
+        disable_env_checker=False,
+    )
+
+
+def spec(env_id: str) -> EnvSpec:
+    """The :class:`EnvSpec` of ``env_id`` (with or without the ``rlkd/`` prefix)."""
+    import rlkd.envs  # noqa: F401  (registers the built-in tasks)
+
+    key = _strip_namespace(env_id)
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(f"unknown env id {env_id!r}.{hint} Registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+def list_envs() -> list[str]:
+    """Sorted ids of every registered task."""
+    import rlkd.envs  # noqa: F401
+
+    return sorted(_REGISTRY)
+
+
+def make(env_id: str, num_envs: int = 1, device: str = "cpu", seed: int = 0,
+         validate_actions: bool = True, **overrides: Any):
+    """Create ``num_envs`` batched copies of task ``env_id`` on ``device``.
+
+    ``overrides`` replace fields of the task's config dataclass; an unknown key raises ``KeyError``
+    naming it. The env is not reset: call ``env.reset(seed=...)`` first.
+    """
+    s = spec(env_id)
+    cfg = apply_overrides(s.default_config(), overrides, owner=s.id)
+    env = s.load_class()(cfg, num_envs=num_envs, device=device, seed=seed,
+                         validate_actions=validate_actions)
+    env.spec_id = s.id
+    return env
+
+
+def config_fields(env_id: str) -> dict[str, Any]:
+    """Default config values of ``env_id`` as a dict."""
+    return dataclasses.asdict(spec(env_id).default_config())
