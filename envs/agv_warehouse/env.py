@@ -48,7 +48,7 @@ import torch
 from rlkd.core.env import BatchedEnv, Obs
 from rlkd.core.spaces import action_box, box
 from rlkd.sim.diffdrive import unicycle_step
-from rlkd.sim.raycast2d import RangeTable, cast_boxes_exact, cast_circles, lookup_points
+from rlkd.sim.raycast2d import RangeTable, cast_boxes_exact, cast_circles_even
 
 from .config import AGVWarehouseConfig
 from .layout import LayoutSet, generate_layouts
@@ -90,11 +90,15 @@ class AGVWarehouseEnv(BatchedEnv):
         self.layouts, self.range_table = self._build_layouts()
 
         R, K, G = c.lidar_rays, c.num_obstacles, c.num_goals
-        if c.lidar_fov >= 2 * math.pi - 1e-6:
-            offs = -math.pi + (torch.arange(R, device=dev, dtype=torch.float32) + 0.5) * (2 * math.pi / R)
+        self.full_circle = c.lidar_fov >= 2 * math.pi - 1e-6
+        if self.full_circle:
+            self.ray_spacing = 2 * math.pi / R
+            first = -math.pi + 0.5 * self.ray_spacing
         else:
-            offs = torch.linspace(-c.lidar_fov / 2, c.lidar_fov / 2, R, device=dev)
-        self.ray_offsets = offs
+            self.ray_spacing = c.lidar_fov / max(R - 1, 1)
+            first = -c.lidar_fov / 2
+        #: (R,) ray angles in the robot frame, radians, evenly spaced.
+        self.ray_offsets = first + torch.arange(R, device=dev, dtype=torch.float32) * self.ray_spacing
 
         # Per-env physical parameters (domain randomisation / sim-to-real writes go here).
         full = lambda v, dt=torch.float32: torch.full((num_envs,), v, dtype=dt, device=dev)  # noqa: E731
@@ -149,57 +153,60 @@ class AGVWarehouseEnv(BatchedEnv):
         return _LAYOUT_CACHE[key]
 
     # ------------------------------------------------------------------ reset
-    def _sample_free(self, env_ids: torch.Tensor, n: int) -> torch.Tensor:
-        """``(M, n, 2)`` free positions (cell centre + jitter) in each env's layout."""
-        lay = self.layout_of_env[env_ids]
-        idx = self.rng.integers(env_ids, n, self.layouts.num_free[lay])
-        pts = self.layouts.free_points[lay[:, None], idx]
-        jitter = self.rng.uniform(env_ids, 2 * n, -0.4, 0.4).view(-1, n, 2) * self.layouts.free_cell
-        return pts + jitter
+    def _free_at(self, lay: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Free positions from uniforms ``u (M, n, 3)``: a cell of layout ``lay (M,)`` + jitter."""
+        count = self.layouts.num_free[lay][:, None]
+        idx = torch.minimum((u[..., 0] * count).long(), count - 1)
+        return self.layouts.free_points[lay[:, None], idx] + (u[..., 1:] - 0.5) * (
+            0.8 * self.layouts.free_cell)
 
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         c = self.cfg
-        M = env_ids.numel()
-        start = self._sample_free(env_ids, 1)[:, 0]
+        M, C, G, K = env_ids.numel(), self.NUM_GOAL_CANDIDATES, c.num_goals, c.num_obstacles
+        lay = self.layout_of_env[env_ids]
+        # One draw from each env's stream covers everything this reset needs.
+        u = self.rng.uniform(env_ids, 4 + 3 * G * C + 3 * K)
+        start = self._free_at(lay, u[:, 0:3].view(M, 1, 3))[:, 0]
         self.pos[env_ids] = start
-        self.heading[env_ids] = self.rng.uniform(env_ids, 1, -math.pi, math.pi)[:, 0]
+        self.heading[env_ids] = (u[:, 3] * 2 - 1) * math.pi
         self.lin_vel[env_ids] = 0.0
         self.ang_vel[env_ids] = 0.0
         self.prev_action[env_ids] = 0.0
         self.action_buf[env_ids] = 0.0
         # Goals: among candidate free points pick the first at a distance in [min, max] from the
         # previous waypoint, else the one closest to that interval.
+        cand = self._free_at(lay[:, None].expand(M, G).reshape(-1),
+                             u[:, 4:4 + 3 * G * C].reshape(M * G, C, 3)).view(M, G, C, 2)
         prev = start
-        C = self.NUM_GOAL_CANDIDATES
         goals = []
-        for _ in range(c.num_goals):  # loop over goals per episode (1 or 2), not over envs
-            cand = self._sample_free(env_ids, C)
-            d = (cand - prev[:, None]).norm(dim=-1)
+        for g in range(G):  # loop over goals per episode (1 or 2), not over envs
+            d = (cand[:, g] - prev[:, None]).norm(dim=-1)
             violation = (c.goal_distance_min - d).clamp_min(0) + (d - c.goal_distance_max).clamp_min(0)
-            pick = violation.argmin(dim=1)
-            prev = cand[torch.arange(M, device=self.device), pick]
+            prev = cand[:, g].gather(1, violation.argmin(dim=1)[:, None, None].expand(-1, 1, 2))[:, 0]
             goals.append(prev)
         self.goals[env_ids] = torch.stack(goals, dim=1)
         self.goal_idx[env_ids] = 0
-        self.goal_dist[env_ids] = (self.goals[env_ids, 0] - start).norm(dim=-1)
+        self.goal_dist[env_ids] = (goals[0] - start).norm(dim=-1)
         # Moving obstacles on patrol segments of the layout, random phase and speed.
-        K = c.num_obstacles
         if K:
-            lay = self.layout_of_env[env_ids]
+            uo = u[:, 4 + 3 * G * C:].view(M, 3, K)
             S = self.layouts.patrol.shape[1]
-            seg = self.rng.integers(env_ids, K, S)
-            self.obs_seg[env_ids] = self.layouts.patrol[lay[:, None], seg]
-            speed = self.rng.uniform(env_ids, K, c.obstacle_speed_min, c.obstacle_speed_max)
-            length = (self.obs_seg[env_ids, :, 1] - self.obs_seg[env_ids, :, 0]).norm(dim=-1)
-            self.obs_rate[env_ids] = speed / length.clamp_min(1e-3)
-            phase = self.rng.uniform(env_ids, K, 0.0, 2.0)
+            seg = self.layouts.patrol[lay[:, None], (uo[:, 0] * S).long().clamp_max(S - 1)]
+            speed = c.obstacle_speed_min + (c.obstacle_speed_max - c.obstacle_speed_min) * uo[:, 1]
+            length = (seg[:, :, 1] - seg[:, :, 0]).norm(dim=-1)
+            phase = 2.0 * uo[:, 2]
             # Do not start on top of the robot: jump to the mirrored point of the shuttle.
-            pos = self._obstacle_pos(self.obs_seg[env_ids], phase)
+            pos = self._obstacle_pos(seg, phase)
             close = (pos - start[:, None]).norm(dim=-1) < (c.robot_radius + c.obstacle_radius + 1.0)
             phase = torch.where(close, phase + 1.0, phase)
+            self.obs_seg[env_ids] = seg
+            self.obs_rate[env_ids] = speed / length.clamp_min(1e-3)
             self.obs_phase[env_ids] = phase
-            self.obs_pos[env_ids] = self._obstacle_pos(self.obs_seg[env_ids], phase)
+            self.obs_pos[env_ids] = self._obstacle_pos(seg, phase)
             self.obs_vel[env_ids] = 0.0
+
+    def _state_finite(self) -> torch.Tensor:
+        return torch.isfinite(self.pos).all(dim=-1) & torch.isfinite(self.heading)
 
     @staticmethod
     def _obstacle_pos(seg: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
@@ -244,7 +251,7 @@ class AGVWarehouseEnv(BatchedEnv):
             d_obs = (self.obs_pos - self.pos[:, None]).norm(dim=-1)
             collided = collided | (d_obs < r + c.obstacle_radius).any(dim=-1)
         # Goals, visited in order.
-        goal = self.goals[self._all_ids, self.goal_idx]
+        goal = self._current_goal(None)
         dist = (goal - self.pos).norm(dim=-1)
         reached = (dist < c.goal_radius) & ~collided
         self._progress = self.goal_dist - dist
@@ -254,6 +261,14 @@ class AGVWarehouseEnv(BatchedEnv):
             dist = torch.where(reached, (nxt - self.pos).norm(dim=-1), dist)
         self.goal_dist = dist
         self._collided, self._reached = collided, reached
+
+    def _current_goal(self, env_ids: torch.Tensor | None) -> torch.Tensor:
+        """``(M, 2)`` goal each env is heading to (the last one once all are reached)."""
+        goals = self.goals if env_ids is None else self.goals[env_ids]
+        if self.cfg.num_goals == 1:
+            return goals[:, 0]
+        idx = self.goal_idx if env_ids is None else self.goal_idx[env_ids]
+        return goals.gather(1, idx.clamp_max(self.cfg.num_goals - 1)[:, None, None].expand(-1, 1, 2))[:, 0]
 
     def _evaluate(self):
         c = self.cfg
@@ -272,41 +287,36 @@ class AGVWarehouseEnv(BatchedEnv):
 
     # ------------------------------------------------------------------ observations
     def _lidar(self, env_ids: torch.Tensor | None) -> torch.Tensor:
+        """``(M, lidar_rays)`` ranges in metres (no noise) for ``env_ids`` (all if ``None``)."""
         c = self.cfg
         if env_ids is None:
-            pos, heading = self.pos, self.heading
+            pos, heading, lay = self.pos, self.heading, self.layout_of_env
         else:
-            pos, heading = self.pos[env_ids], self.heading[env_ids]
+            pos, heading, lay = self.pos[env_ids], self.heading[env_ids], self.layout_of_env[env_ids]
         angles = heading[:, None] + self.ray_offsets  # (M, R)
-        if env_ids is None:  # whole batch: geometry broadcast per layout group
+        if self.range_table is not None:
+            ranges = self.range_table.lookup(lay, pos, angles)
+        elif env_ids is None:  # whole batch: boxes broadcast over the envs of each layout
             L, Gr = self.num_layouts, self.group
-            o, a = pos.view(L, Gr, 2), angles.view(L, Gr, -1)
-            if self.range_table is not None:
-                ranges = self.range_table.lookup(o, a).view(self.num_envs, -1)
-            else:
-                ranges = cast_boxes_exact(o, a, self.layouts.boxes, self.world, c.lidar_range
-                                          ).view(self.num_envs, -1)
+            ranges = cast_boxes_exact(pos.view(L, Gr, 2), angles.view(L, Gr, -1),
+                                      self.layouts.boxes, self.world, c.lidar_range
+                                      ).view(self.num_envs, -1)
         else:
-            lay = self.layout_of_env[env_ids]
-            if self.range_table is not None:
-                ranges = lookup_points(self.range_table, lay, pos, angles)
-            else:
-                ranges = cast_boxes_exact(pos[:, None], angles[:, None], self.layouts.boxes[lay],
-                                          self.world, c.lidar_range)[:, 0]
+            ranges = cast_boxes_exact(pos[:, None], angles[:, None], self.layouts.boxes[lay],
+                                      self.world, c.lidar_range)[:, 0]
         if c.num_obstacles:
             op = self.obs_pos if env_ids is None else self.obs_pos[env_ids]
-            ranges = torch.minimum(ranges, cast_circles(pos, angles, op, c.obstacle_radius,
-                                                        c.lidar_range))
+            ranges = torch.minimum(ranges, cast_circles_even(
+                pos, angles, self.ray_spacing, self.full_circle, op, c.obstacle_radius,
+                c.lidar_range, min_dist=c.robot_radius + c.obstacle_radius))
         return ranges
 
     def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
         c, p = self.cfg, self.params
         sel = (lambda t: t) if env_ids is None else (lambda t: t[env_ids])  # noqa: E731
-        ids = self._all_ids if env_ids is None else env_ids
         pos, hd = sel(self.pos), sel(self.heading)
         cos, sin = torch.cos(hd), torch.sin(hd)
-        gidx = sel(self.goal_idx).clamp_max(c.num_goals - 1)
-        goal = self.goals[ids, gidx]
+        goal = self._current_goal(env_ids)
         rel = goal - pos
         # World -> robot frame rotation by -heading.
         gx = (cos * rel[:, 0] + sin * rel[:, 1]) / self.scale

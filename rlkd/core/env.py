@@ -138,8 +138,7 @@ class BatchedEnv(abc.ABC):
         reward, terminated, terms, flags = self._evaluate()
 
         # A diverged env must never poison the batch: end it, zero its reward, reset it.
-        finite = self._state_finite()
-        unstable = ~finite
+        unstable = ~self._state_finite()
         n_unstable = int(unstable.sum())
         if n_unstable:
             reward = torch.where(unstable, torch.zeros_like(reward), reward)
