@@ -351,6 +351,12 @@ class AGVWarehouseEnv(BatchedEnv):
                                   sel(p["action_latency"]).float()], dim=-1))
         return {"policy": policy, "critic": torch.cat(parts, dim=-1)}
 
+    def scripted_policy(self):
+        """A reactive goal-seeking controller (see :mod:`.scripted`), ``obs -> actions``."""
+        from .scripted import GoalSeekingController
+
+        return GoalSeekingController(self)
+
     # ------------------------------------------------------------------ rendering
     def render(self, env_ids: Any = None, width: int = 480, show_lidar: bool = True,
                cols: int | None = None) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""Throughput benchmarks, always against a peer measured in the same run.
+
+``rlkd bench <env>`` times our batched env at several batch sizes with uniformly random actions
+(the whole ``step``: physics, lidar, rewards, autoreset, observation copies), then the same task
+driven the peer way: gymnasium's ``SyncVectorEnv`` over single-env gymnasium adapters. It reports
+env steps/s and the ratio of our best figure to the peer's best.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_batched(env_id: str, num_envs: int, steps: int, device: str = "cpu", seed: int = 0,
+                  warmup: int = 10, **overrides: Any) -> dict[str, float]:
+    """Env steps/s of ``rlkd.make(env_id, num_envs)`` over ``steps`` steps of random actions."""
+    import rlkd
+
+    t0 = time.perf_counter()
+    env = rlkd.make(env_id, num_envs=num_envs, device=device, seed=seed, **overrides)
+    build_s = time.perf_counter() - t0
+    env.reset(seed=seed)
+    gen = torch.Generator(device=env.device).manual_seed(seed)
+    # Pre-drawn actions keep the action sampler out of the timed loop.
+    actions = torch.rand(min(steps, 64), num_envs, env.act_dim, generator=gen,
+                         device=env.device) * 2 - 1
+    for i in range(warmup):
+        env.step(actions[i % len(actions)])
+    _sync(env.device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        env.step(actions[i % len(actions)])
+    _sync(env.device)
+    dt = time.perf_counter() - t0
+    env.close()
+    return {"num_envs": num_envs, "steps": steps, "seconds": dt, "build_seconds": build_s,
+            "env_steps_per_s": num_envs * steps / dt, "ms_per_step": 1e3 * dt / steps}
+
+
+def bench_sync_vector(env_id: str, num_envs: int, steps: int, seed: int = 0,
+                      warmup: int = 5, **overrides: Any) -> dict[str, float]:
+    """Env steps/s of gymnasium ``SyncVectorEnv`` over ``num_envs`` single-env adapters (CPU)."""
+    import gymnasium
+
+    from rlkd.adapters.gymnasium_env import make_single
+
+    envs = gymnasium.vector.SyncVectorEnv(
+        [lambda i=i: make_single(env_id, seed=seed + i, **overrides) for i in range(num_envs)])
+    envs.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, size=(64,) + envs.action_space.shape).astype(np.float32)
+    for i in range(warmup):
+        envs.step(actions[i % 64])
+    t0 = time.perf_counter()
+    for i in range(steps):
+        envs.step(actions[i % 64])
+    dt = time.perf_counter() - t0
+    envs.close()
+    return {"num_envs": num_envs, "steps": steps, "seconds": dt,
+            "env_steps_per_s": num_envs * steps / dt, "ms_per_step": 1e3 * dt / steps}
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+def steps_for(num_envs: int, budget_env_steps: int, lo: int = 20, hi: int = 2000) -> int:
+    """Timed steps for a batch size: about ``budget_env_steps`` env steps, within [lo, hi]."""
+    return int(min(hi, max(lo, budget_env_steps // num_envs)))
+
+
+def run_bench(env_id: str, num_envs: tuple[int, ...], peer_num_envs: tuple[int, ...],
+              device: str = "cpu", seed: int = 0, budget_env_steps: int = 400_000,
+              peer_budget_env_steps: int = 8_000, **overrides: Any) -> dict[str, Any]:
+    """Measure ours at every size in ``num_envs`` and the SyncVectorEnv peer at ``peer_num_envs``."""
+    ours = [bench_batched(env_id, n, steps_for(n, budget_env_steps), device, seed, **overrides)
+            for n in num_envs]
+    peer = [bench_sync_vector(env_id, n, steps_for(n, peer_budget_env_steps, lo=20, hi=500), seed,
+                              **overrides) for n in peer_num_envs]
+    best_ours = max(r["env_steps_per_s"] for r in ours)
+    best_peer = max((r["env_steps_per_s"] for r in peer), default=float("nan"))
+    return {"env_id": env_id, "device": device, "overrides": overrides, "ours": ours,
+            "peer": {"name": "gymnasium.vector.SyncVectorEnv of single envs", "results": peer},
+            "best_ours_env_steps_per_s": best_ours, "best_peer_env_steps_per_s": best_peer,
+            "ratio_vs_peer": best_ours / best_peer, "machine": machine_info()}
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as JSON via a temporary file and rename (never a half-written report)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
