@@ -76,6 +76,9 @@ class AGVWarehouseConfig:
     """Position grid of the range table, metres."""
     lidar_table_angles: int = 128
     """Heading bins of the range table."""
+    compile: bool = False
+    """``torch.compile`` the whole-batch lidar kernels (about 10 s of compilation at the first
+    step, then faster steps at large ``num_envs``; results match eager within 1e-5 m)."""
 
     # --- task and reward
     num_goals: int = 1

@@ -97,6 +97,13 @@ class AGVWarehouseEnv(BatchedEnv):
         else:
             self.ray_spacing = c.lidar_fov / max(R - 1, 1)
             first = -c.lidar_fov / 2
+        # Whole-batch lidar kernels; compiled variants have static shapes (subsets stay eager).
+        self._table_lookup = self.range_table.lookup if self.range_table is not None else None
+        self._cast_circles = cast_circles_even
+        if c.compile:
+            if self._table_lookup is not None:
+                self._table_lookup = torch.compile(self._table_lookup, dynamic=False, fullgraph=True)
+            self._cast_circles = torch.compile(cast_circles_even, dynamic=False, fullgraph=True)
         #: (R,) ray angles in the robot frame, radians, evenly spaced.
         self.ray_offsets = first + torch.arange(R, device=dev, dtype=torch.float32) * self.ray_spacing
 
@@ -294,8 +301,10 @@ class AGVWarehouseEnv(BatchedEnv):
         else:
             pos, heading, lay = self.pos[env_ids], self.heading[env_ids], self.layout_of_env[env_ids]
         angles = heading[:, None] + self.ray_offsets  # (M, R)
+        whole = env_ids is None
         if self.range_table is not None:
-            ranges = self.range_table.lookup(lay, pos, angles)
+            lookup = self._table_lookup if whole else self.range_table.lookup
+            ranges = lookup(lay, pos, angles)
         elif env_ids is None:  # whole batch: boxes broadcast over the envs of each layout
             L, Gr = self.num_layouts, self.group
             ranges = cast_boxes_exact(pos.view(L, Gr, 2), angles.view(L, Gr, -1),
@@ -306,7 +315,8 @@ class AGVWarehouseEnv(BatchedEnv):
                                       self.world, c.lidar_range)[:, 0]
         if c.num_obstacles:
             op = self.obs_pos if env_ids is None else self.obs_pos[env_ids]
-            ranges = torch.minimum(ranges, cast_circles_even(
+            cast = self._cast_circles if whole else cast_circles_even
+            ranges = torch.minimum(ranges, cast(
                 pos, angles, self.ray_spacing, self.full_circle, op, c.obstacle_radius,
                 c.lidar_range, min_dist=c.robot_radius + c.obstacle_radius))
         return ranges

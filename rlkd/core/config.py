@@ -38,6 +38,10 @@ def apply_overrides(cfg: C, overrides: dict[str, Any], owner: str = "config") ->
         if isinstance(current, (int, float)) and not isinstance(current, bool):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise TypeError(f"config key {key!r} of {owner} expects a number, got {value!r}")
+            if isinstance(current, int) and isinstance(value, float):
+                if not value.is_integer():  # e.g. lidar_rays=32.5 would fail far from here
+                    raise TypeError(f"config key {key!r} of {owner} expects an int, got {value!r}")
+                value = int(value)
             value = type(current)(value) if isinstance(current, float) else value
         values[key] = value
     return dataclasses.replace(cfg, **values)

@@ -119,6 +119,14 @@ def cast_circles_even(origins: torch.Tensor, angles: torch.Tensor, spacing: floa
     bearing = torch.atan2(rel[..., 1], rel[..., 0]) - angles[:, 0:1]  # relative to ray 0
     if full_circle:
         bearing = torch.remainder(bearing, 2 * math.pi)
+    else:
+        # Wrap to within pi of the FOV's centre (atan2 minus ray 0 spans [-2 pi, 2 pi]).
+        mid = 0.5 * (R - 1) * spacing
+        bearing = torch.remainder(bearing - mid + math.pi, 2 * math.pi) + (mid - math.pi)
+        if 2 * math.pi - (R - 1) * spacing < 2 * half + 2 * spacing:
+            # Narrow gap behind the FOV: a circle there can hit rays at both ends; try both sides.
+            other = torch.where(bearing > mid, bearing - 2 * math.pi, bearing + 2 * math.pi)
+            bearing, d = torch.cat([bearing, other], dim=1), torch.cat([d, d], dim=1)
     first = torch.ceil((bearing - torch.asin((radius / d).clamp_max(1.0))) / spacing)
     j = first[..., None] + torch.arange(m, device=angles.device, dtype=angles.dtype)  # (N, K, m)
     delta = j * spacing - bearing[..., None]  # ray angle minus bearing
@@ -203,8 +211,9 @@ class RangeTable:
             ``(M, R)`` float32 ranges in metres.
         """
         L, ny, nx, A = self.shape
-        fx = (origins[:, 0:1] * self._sx).clamp(0.0, nx - 1)
-        fy = (origins[:, 1:2] * self._sy).clamp(0.0, ny - 1)
+        # nan_to_num: a diverged (NaN) position must read some cell, not index out of range.
+        fx = torch.nan_to_num(origins[:, 0:1] * self._sx, nan=0.0).clamp(0.0, nx - 1)
+        fy = torch.nan_to_num(origins[:, 1:2] * self._sy, nan=0.0).clamp(0.0, ny - 1)
         x0, y0 = fx.long(), fy.long()
         wx, wy = fx - x0, fy - y0
         ia = torch.remainder((angles * (A / (2 * math.pi))).round().long(), A)
