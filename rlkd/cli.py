@@ -1,8 +1,13 @@
-"""The ``rlkd`` command: list, play, bench (``train`` arrives with the PPO agents).
+"""The ``rlkd`` command: list, train, play, bench.
 
 Examples::
 
     rlkd list
+    rlkd train                                   # built-in default: AGV warehouse, ppo-rdd
+    rlkd train AGVWarehouse-v0 --agent ppo-rnd --num-envs 512 --steps 5000000 --out runs/rnd
+    rlkd train --resume runs/rnd                 # continue exactly from the last checkpoint
+    torchrun --nproc_per_node 2 -m rlkd train --device cpu --out runs/ddp   # data parallel
+    rlkd play runs/rnd --video out.mp4           # replay a trained policy
     rlkd play AGVWarehouse-v0 --policy scripted --video out.mp4
     rlkd bench AGVWarehouse-v0 --num-envs 1 64 1024 4096 --json bench.json
 
@@ -41,7 +46,9 @@ def list_cmd() -> None:
 
 
 def play_cmd(
-    env: Annotated[str, tyro.conf.arg(help="env id, e.g. AGVWarehouse-v0")] = "AGVWarehouse-v0",
+    env: Annotated[str, tyro.conf.arg(
+        help="env id (e.g. AGVWarehouse-v0), or a run directory / checkpoint of `rlkd train`")
+    ] = "AGVWarehouse-v0",
     /,
     policy: Literal["random", "zero", "scripted"] = "random",
     num_envs: int = 4,
@@ -53,12 +60,13 @@ def play_cmd(
     width: int = 320,
     set: tuple[str, ...] = (),
 ) -> None:
-    """Roll out a stand-in policy, print episode statistics and optionally write a tiled video.
+    """Roll out a trained policy or a stand-in, print episode statistics, optionally write video.
 
     Args:
-        env: env id.
-        policy: random, zero, or the task's scripted controller (a trained checkpoint arrives with
-            `rlkd train`).
+        env: env id, or a run directory (``runs/<name>``) or checkpoint file: then the trained
+            policy (mean actions, frozen normalizers) drives the run's env and ``--policy`` is
+            ignored.
+        policy: random, zero, or the task's scripted controller (env ids only).
         num_envs: envs simulated (all are tiled into the video).
         steps: control steps.
         seed: seed of env and policy.
@@ -66,7 +74,7 @@ def play_cmd(
         video: output .mp4 or .gif path.
         fps: video frame rate (default: the env's control rate).
         width: pixel width of one env's frame.
-        set: env config overrides, key=value.
+        set: env config overrides, key=value (added to a run's own overrides).
     """
     import torch
     from rich.console import Console
@@ -75,9 +83,22 @@ def play_cmd(
     from rlkd.policies import make_policy
     from rlkd.render import overlay_text, write_video
 
-    e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed, **_overrides(set))
+    overrides = _overrides(set)
+    label = policy
+    if Path(env).exists():
+        from rlkd.train import load_policy
+        from rlkd.train.runner import policy_group
+
+        cfg, net = load_policy(env, device=device)
+        group = policy_group(cfg)
+        label = f"{cfg.agent} ({Path(env).name})"
+        env = cfg.env
+        overrides = {**cfg.env_overrides, **overrides}
+        pi = lambda obs: net.act_deterministic(obs[group]).clamp(-1.0, 1.0)  # noqa: E731
+    e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed, **overrides)
     obs, _ = e.reset(seed=seed)
-    pi = make_policy(policy, e, seed)
+    if label == policy:
+        pi = make_policy(policy, e, seed)
     frames = []
     returns, lengths, successes = [], [], []
     ids = list(range(num_envs))
@@ -91,9 +112,10 @@ def play_cmd(
                 successes += ep.get("success", torch.zeros_like(ep["return"])).float().tolist()
             if video is not None:
                 frame = e.render(env_ids=ids, width=width)
-                frames.append(overlay_text(frame, f"{env}  policy={policy}  step {t + 1}",
+                frames.append(overlay_text(frame, f"{env}  {label}  step {t + 1}",
                                            xy=(4, frame.shape[0] - 16)))
     con = Console()
+    con.print(f"{env}, policy {label}, {num_envs} envs x {steps} steps")
     n = len(returns)
     if n:
         con.print(f"[bold]{n} episodes[/]: return {sum(returns) / n:+.3f}, length "
@@ -103,6 +125,67 @@ def play_cmd(
     if video is not None:
         path = write_video(video, frames, fps=fps or e.metadata.get("render_fps", 10))
         con.print(f"video: {path} ({len(frames)} frames)")
+
+
+def train_cmd(
+    env: Annotated[str, tyro.conf.arg(help="env id")] = "AGVWarehouse-v0",
+    /,
+    agent: Literal["ppo", "ppo-rnd", "ppo-rdd"] = "ppo-rdd",
+    num_envs: int = 256,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    out: Path | None = None,
+    resume: Path | None = None,
+    checkpoint_every: int = 50,
+    video: bool = True,
+    set: tuple[str, ...] = (),
+    ppo: tuple[str, ...] = (),
+    intrinsic: tuple[str, ...] = (),
+) -> None:
+    """Train PPO / PPO+RND / PPO+RDD. With no arguments: the built-in default (AGV warehouse,
+    ppo-rdd, 256 envs, 6M steps; about 10 minutes on 2 CPU cores).
+
+    Args:
+        env: env id.
+        agent: ppo, ppo-rnd or ppo-rdd.
+        num_envs: envs per process.
+        steps: total env steps (all envs and processes; default 6,000,000, or the resumed
+            run's own budget).
+        seed: seed (process r of a torchrun job uses seed + r).
+        device: torch device (cpu, cuda).
+        out: run directory (default runs/<env>_<agent>_s<seed>).
+        resume: continue this run directory from its last checkpoint (exactly; --steps may raise
+            the budget, other flags are taken from the run's config.yaml).
+        checkpoint_every: iterations between checkpoints (one is written at the end).
+        video: write videos/final.mp4 of the trained policy.
+        set: env config overrides, key=value.
+        ppo: PPO config overrides, key=value (e.g. learning_rate=3e-4 num_steps=32).
+        intrinsic: RND/RDD config overrides, key=value (e.g. sigma=0.5 int_coef=0.5).
+    """
+    import torch
+
+    from rlkd.train import OnPolicyRunner, TrainConfig
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if resume is not None:
+        runner = OnPolicyRunner.resume(resume, steps=steps)
+    else:
+        cfg = TrainConfig(env=env, agent=agent, num_envs=num_envs, steps=steps or 6_000_000,
+                          seed=seed,
+                          device=device, out=str(out or f"runs/{env}_{agent}_s{seed}"),
+                          checkpoint_every=checkpoint_every, video=video,
+                          env_overrides=_overrides(set), ppo=_overrides(ppo),
+                          intrinsic=_overrides(intrinsic))
+        runner = OnPolicyRunner(cfg)
+    last = runner.learn()
+    if runner.dist.is_main:
+        from rich.console import Console
+
+        Console().print(f"[bold]done[/]: {runner.env_steps:,} env steps, success "
+                        f"{100 * last.get('charts/success_rate', float('nan')):.1f}%, return "
+                        f"{last.get('charts/episodic_return', float('nan')):+.3f}; run dir "
+                        f"{runner.run_dir}")
 
 
 def bench_cmd(
@@ -152,7 +235,7 @@ def bench_cmd(
         con.print(f"results: {write_json_atomic(json, res)}")
 
 
-COMMANDS = {"list": list_cmd, "play": play_cmd, "bench": bench_cmd}
+COMMANDS = {"list": list_cmd, "train": train_cmd, "play": play_cmd, "bench": bench_cmd}
 
 
 def main(argv: list[str] | None = None) -> None:

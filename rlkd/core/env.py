@@ -183,6 +183,34 @@ class BatchedEnv(abc.ABC):
             raise RuntimeError("get_observations() called before reset()")
         return self._clone_obs(self._obs)
 
+    # ------------------------------------------------------------------ state (exact resume)
+    def state_dict(self) -> dict[str, Any]:
+        """Every tensor attribute of the env (simulation state, ``params``, buffers), the current
+        observations and the random streams, cloned. With :meth:`load_state_dict` on an env built
+        with the same id, config, ``num_envs`` and seed, stepping continues bit-identically.
+        Constant objects built from config and seed (layouts, tables) are not included."""
+        tensors = {k: v.clone() for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return {"tensors": tensors, "params": {k: v.clone() for k, v in self.params.items()},
+                "obs": None if self._obs is None else self._clone_obs(self._obs),
+                "rng": self.rng.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output in place; a missing or mis-shaped entry raises
+        ``ValueError`` naming it (e.g. a checkpoint taken with another ``num_envs``)."""
+        for group, items in (("tensors", state["tensors"]), ("params", state["params"])):
+            own = vars(self) if group == "tensors" else self.params
+            for k, v in items.items():
+                cur = own.get(k)
+                if not isinstance(cur, torch.Tensor) or cur.shape != v.shape:
+                    raise ValueError(
+                        f"env state {group}.{k}: saved shape {tuple(v.shape)} does not fit this "
+                        f"env ({None if cur is None else tuple(cur.shape)}); was it saved with "
+                        f"another config or num_envs?")
+                cur.copy_(v.to(cur.device))
+        self._obs = None if state["obs"] is None else {
+            k: v.to(self.device).clone() for k, v in state["obs"].items()}
+        self.rng.load_state_dict(state["rng"])
+
     # ------------------------------------------------------------------ helpers
     def _clone_obs(self, obs: Obs) -> Obs:
         # Callers (rollout storages) keep references; hand out tensors the env will not mutate.

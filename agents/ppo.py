@@ -1,0 +1,377 @@
+"""PPO for batched continuous control (Schulman et al. 2017; the rsl_rl / CleanRL recipe).
+
+DESIGN.md section 9.1. The algorithm object follows rsl_rl's shape — ``act`` ->
+``process_env_step`` -> ... -> ``compute_returns`` -> ``update`` — and the math stays in this one
+file:
+
+* rollout of ``T = num_steps`` steps x ``N`` envs; Gaussian policy ``a ~ N(mu(o), diag(sigma^2))``
+  with a state-independent ``log sigma``; actions are clipped to [-1, 1] by the env;
+* truncation bootstrapping: when an env times out, ``r_t += gamma * V(final_obs)`` (its episode
+  ends in the data, but the time limit is not a terminal state of the MDP);
+* GAE: ``delta_t = r_t + gamma V(s_{t+1}) (1 - d_t) - V(s_t)``,
+  ``A_t = delta_t + gamma lambda (1 - d_t) A_{t+1}``, ``R_t = A_t + V(s_t)``;
+* with an intrinsic-reward module (RND / RDD) a second value head learns the intrinsic return
+  (its own ``gamma_int``; non-episodic: ``d_t = 0``) and ``A = c_e A_e + c_i A_i``;
+* loss: ``-min(rho A, clip(rho, 1-eps, 1+eps) A) + c_v max((V-R)^2, (V_clip-R)^2)
+  - c_H H[pi]`` with ``rho = pi/pi_old`` and advantages normalized per minibatch batch;
+* Adam with the KL-adaptive learning rate (desired KL 0.01: lr / 1.5 when KL > 2x, x 1.5 when
+  KL < 0.5x), gradient-norm clipping at 1.0;
+* running mean/std observation normalization per observation group (frozen in eval mode);
+* optional asymmetric critic reading ``obs["critic"]``.
+
+Data-parallel training (torchrun) all-reduces gradients, normalizer statistics and the KL that
+drives the learning rate, so every rank holds identical weights after each update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlkd.nn import RunningMeanStd, init_orthogonal, mlp
+from rlkd.train.distributed import allreduce_grads_, allreduce_mean
+from rlkd.train.storage import RolloutStorage
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults: DESIGN.md 9.1, i.e. rsl_rl's continuous-control values)."""
+
+    num_steps: int = 24
+    """Rollout length per env per iteration."""
+    num_epochs: int = 5
+    """Passes over each rollout."""
+    num_minibatches: int = 4
+    """Minibatches per pass (each holds ``num_steps * num_envs / num_minibatches`` samples)."""
+    gamma: float = 0.99
+    """Discount of the extrinsic return (an intrinsic module may override it, see its config)."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_eps: float = 0.2
+    """Clip range of the probability ratio (and of the value change when ``clip_value``)."""
+    clip_value: bool = True
+    """Clipped value loss."""
+    value_coef: float = 1.0
+    """Weight of the value loss."""
+    entropy_coef: float = 0.005
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 1.0
+    """Global gradient-norm clip."""
+    learning_rate: float = 1e-3
+    """Initial Adam learning rate."""
+    lr_schedule: str = "adaptive"
+    """``adaptive`` (KL-driven, see ``desired_kl``) or ``fixed``."""
+    desired_kl: float = 0.01
+    """Target KL between the old and new policy for the adaptive schedule."""
+    normalize_advantages: bool = True
+    """Normalize advantages per minibatch (zero mean, unit std)."""
+    normalize_obs: bool = True
+    """Running mean/std normalization of the actor's and critic's inputs."""
+    actor_hidden: tuple[int, ...] = (256, 128, 64)
+    """Hidden layer widths of the actor."""
+    critic_hidden: tuple[int, ...] = (256, 128, 64)
+    """Hidden layer widths of the critic."""
+    activation: str = "elu"
+    """Hidden activation (elu, tanh, relu, leaky_relu, silu)."""
+    init_noise_std: float = 1.0
+    """Initial action std (``exp(log_std)``)."""
+    actor_group: str = "policy"
+    """Observation group read by the actor."""
+    critic_group: str = "critic"
+    """Observation group read by the critic (asymmetric); falls back to ``actor_group`` when the
+    env has no such group or ``asymmetric_critic`` is off."""
+    asymmetric_critic: bool = True
+    """Let the critic read ``critic_group`` (privileged state) when the env provides it."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes saved with the config (not read by the algorithm)."""
+
+
+class ActorCritic(nn.Module):
+    """Gaussian actor and (multi-head) critic, each with its own input normalizer.
+
+    Args:
+        actor_dim: size of the actor's observation group.
+        critic_dim: size of the critic's observation group.
+        act_dim: action size.
+        num_heads: critic outputs (1: extrinsic value; 2: extrinsic and intrinsic values).
+    """
+
+    def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, num_heads: int,
+                 cfg: PPOConfig):
+        super().__init__()
+        self.actor = init_orthogonal(mlp(actor_dim, cfg.actor_hidden, act_dim, cfg.activation),
+                                     out_gain=0.01)
+        self.critic = init_orthogonal(mlp(critic_dim, cfg.critic_hidden, num_heads,
+                                          cfg.activation), out_gain=1.0)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(cfg.init_noise_std)))
+        self.normalize = cfg.normalize_obs
+        self.actor_norm = RunningMeanStd(actor_dim, clip=10.0)
+        self.critic_norm = RunningMeanStd(critic_dim, clip=10.0)
+
+    def update_normalizers(self, actor_obs: torch.Tensor, critic_obs: torch.Tensor) -> None:
+        if self.normalize:
+            self.actor_norm.update(actor_obs)
+            self.critic_norm.update(critic_obs)
+
+    def _na(self, x: torch.Tensor) -> torch.Tensor:
+        return self.actor_norm.normalize(x) if self.normalize else x
+
+    def _nc(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic_norm.normalize(x) if self.normalize else x
+
+    def dist_params(self, actor_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, actor_dim) -> (mu (B, A), sigma (B, A))``."""
+        mu = self.actor(self._na(actor_obs))
+        return mu, self.log_std.exp().expand_as(mu)
+
+    def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
+        """``(B, critic_dim) -> (B, num_heads)``."""
+        return self.critic(self._nc(critic_obs))
+
+    def act_deterministic(self, actor_obs: torch.Tensor) -> torch.Tensor:
+        """The mean action ``(B, A)`` (evaluation / deployment)."""
+        return self.actor(self._na(actor_obs))
+
+
+def gaussian_log_prob(a: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Sum over action dims of ``log N(a; mu, sigma^2)``: ``(B, A) -> (B,)``."""
+    return (-((a - mu) ** 2) / (2 * sigma ** 2) - sigma.log()
+            - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(sigma: torch.Tensor) -> torch.Tensor:
+    """``(B, A) -> (B,)`` entropy of a diagonal Gaussian."""
+    return (0.5 + 0.5 * math.log(2 * math.pi) + sigma.log()).sum(-1)
+
+
+def gaussian_kl(mu0, sigma0, mu1, sigma1) -> torch.Tensor:
+    """``KL(N0 || N1)`` summed over action dims, ``(B,)``."""
+    return (torch.log(sigma1 / sigma0)
+            + (sigma0 ** 2 + (mu0 - mu1) ** 2) / (2 * sigma1 ** 2) - 0.5).sum(-1)
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, last_values: torch.Tensor,
+                dones: torch.Tensor, gammas: torch.Tensor, lam: float,
+                episodic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation for ``H`` reward streams at once.
+
+    Args:
+        rewards, values: ``(T, N, H)``; ``last_values``: ``(N, H)`` = ``V(s_T)``.
+        dones: ``(T, N)``, 1 where the episode ended after step ``t`` (the next obs is a reset).
+        gammas: ``(H,)`` discounts; ``lam``: GAE lambda.
+        episodic: ``(H,)`` bool; a non-episodic stream ignores ``dones`` (its return runs on
+            across resets, as RND's intrinsic return).
+
+    Returns:
+        ``(advantages, returns)``, both ``(T, N, H)``, ``returns = advantages + values``.
+    """
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    next_adv = torch.zeros_like(last_values)
+    next_value = last_values
+    ep = episodic.to(rewards.dtype)
+    for t in reversed(range(T)):
+        # non-terminal mask per stream: (N, H)
+        nonterm = 1.0 - dones[t][:, None] * ep
+        delta = rewards[t] + gammas * next_value * nonterm - values[t]
+        next_adv = delta + gammas * lam * nonterm * next_adv
+        adv[t] = next_adv
+        next_value = values[t]
+    return adv, adv + values
+
+
+class PPO:
+    """The PPO algorithm over a BatchedEnv's observation dict.
+
+    Args:
+        env: the BatchedEnv (read for spaces, ``num_envs`` and ``device``).
+        cfg: :class:`PPOConfig`.
+        intrinsic: optional intrinsic-reward module (:class:`rlkd.agents.rnd.RND` or
+            :class:`rlkd.agents.rdd.RDD`); adds a second value head and its reward stream.
+        seed: seeds the action-noise and minibatch generators (use ``seed + rank``).
+    """
+
+    def __init__(self, env, cfg: PPOConfig, intrinsic: nn.Module | None = None, seed: int = 0):
+        self.cfg, self.device, self.num_envs = cfg, env.device, env.num_envs
+        spaces = env.observation_spaces
+        if cfg.actor_group not in spaces:
+            raise KeyError(f"actor_group {cfg.actor_group!r} is not an observation group of the "
+                           f"env ({sorted(spaces)})")
+        self.actor_group = cfg.actor_group
+        self.critic_group = (cfg.critic_group if cfg.asymmetric_critic and cfg.critic_group in
+                             spaces else cfg.actor_group)
+        for g in {self.actor_group, self.critic_group}:
+            if len(spaces[g].shape) != 1:
+                raise ValueError(f"PPO's MLPs need flat observation groups; {g!r} has shape "
+                                 f"{spaces[g].shape}")
+        self.intrinsic = intrinsic
+        H = 2 if intrinsic is not None else 1
+        self.num_heads = H
+        a_dim, c_dim = spaces[self.actor_group].shape[0], spaces[self.critic_group].shape[0]
+        self.policy = ActorCritic(a_dim, c_dim, env.act_dim, H, cfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
+        self.learning_rate = cfg.learning_rate
+        gamma_ext = cfg.gamma
+        if intrinsic is not None and getattr(intrinsic.cfg, "gamma_ext", None) is not None:
+            gamma_ext = intrinsic.cfg.gamma_ext
+        self.gamma_ext = gamma_ext
+        gammas = [gamma_ext] + ([intrinsic.cfg.gamma_int] if intrinsic is not None else [])
+        self.gammas = torch.tensor(gammas, dtype=torch.float32, device=self.device)
+        self.episodic = torch.tensor(
+            [True] + ([intrinsic.cfg.episodic] if intrinsic is not None else []),
+            device=self.device)
+        groups = {g: tuple(spaces[g].shape) for g in {self.actor_group, self.critic_group}}
+        intr_shape = None
+        if intrinsic is not None:
+            if intrinsic.obs_group not in spaces:
+                raise KeyError(f"intrinsic obs_group {intrinsic.obs_group!r} is not an "
+                               f"observation group of the env ({sorted(spaces)})")
+            intr_shape = tuple(spaces[intrinsic.obs_group].shape)
+        self.storage = RolloutStorage(cfg.num_steps, env.num_envs, groups, env.act_dim, H,
+                                      self.device, intr_shape)
+        self.act_gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.batch_gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
+        self.iteration_stats: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ rollout
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sample actions ``(N, A)`` for the current obs and record the step's agent data."""
+        a_obs, c_obs = obs[self.actor_group], obs[self.critic_group]
+        self.policy.update_normalizers(a_obs, c_obs)
+        mu, sigma = self.policy.dist_params(a_obs)
+        noise = torch.randn(mu.shape, generator=self.act_gen, device=mu.device, dtype=mu.dtype)
+        actions = mu + sigma * noise
+        values = self.policy.value(c_obs)
+        self.storage.add(obs, actions, gaussian_log_prob(actions, mu, sigma), mu, sigma, values)
+        return actions
+
+    @torch.no_grad()
+    def process_env_step(self, obs: dict[str, torch.Tensor], reward: torch.Tensor,
+                         terminated: torch.Tensor, truncated: torch.Tensor,
+                         info: dict[str, Any]) -> None:
+        """Record the env's answer to :meth:`act`; bootstrap time-outs from ``final_obs``."""
+        reward = reward.to(torch.float32).clone()
+        done = terminated | truncated
+        intr_next = None
+        if self.intrinsic is not None:
+            intr_next = obs[self.intrinsic.obs_group]
+        if "final_obs" in info:
+            ids = info["episode"]["env_ids"]
+            final = info["final_obs"]
+            timed_out = truncated[ids]
+            if bool(timed_out.any()):
+                v_final = self.policy.value(final[self.critic_group][timed_out])[:, 0]
+                reward[ids[timed_out]] += self.gamma_ext * v_final
+            if intr_next is not None:  # s' of the ended envs is their final obs, not the reset
+                intr_next = intr_next.clone()
+                intr_next[ids] = final[self.intrinsic.obs_group]
+        self.storage.add_env(reward, done.to(torch.float32), intr_next)
+
+    @torch.no_grad()
+    def compute_returns(self, last_obs: dict[str, torch.Tensor]) -> None:
+        """Fill intrinsic rewards (if any), then GAE advantages and returns of the rollout."""
+        st = self.storage
+        if self.intrinsic is not None:
+            raw = self.intrinsic.rollout_rewards(st.intr_obs)  # (T, N), updates its normalizers
+            st.rewards[..., 1] = self.intrinsic.normalize_rewards(raw)
+            self.iteration_stats["intrinsic/reward_raw"] = float(raw.mean())
+            self.iteration_stats["intrinsic/reward_norm"] = float(st.rewards[..., 1].mean())
+        last_values = self.policy.value(last_obs[self.critic_group])
+        st.advantages, st.returns = compute_gae(st.rewards, st.values, last_values, st.dones,
+                                                self.gammas, self.cfg.gae_lambda, self.episodic)
+
+    # ------------------------------------------------------------------ update
+    def _combined_advantage(self, adv: torch.Tensor) -> torch.Tensor:
+        if self.intrinsic is None:
+            return adv[:, 0]
+        c = self.intrinsic.cfg
+        return c.ext_coef * adv[:, 0] + self.intrinsic.int_coef * adv[:, 1]
+
+    def update(self) -> dict[str, float]:
+        """PPO epochs over the stored rollout; returns mean losses and stats of the update."""
+        cfg, pol = self.cfg, self.policy
+        sums: dict[str, float] = {}
+        n = 0
+        for mb in self.storage.minibatches(cfg.num_minibatches, cfg.num_epochs, self.batch_gen):
+            mu, sigma = pol.dist_params(mb["obs/" + self.actor_group])
+            logp = gaussian_log_prob(mb["actions"], mu, sigma)
+            values = pol.value(mb["obs/" + self.critic_group])
+
+            # KL-adaptive learning rate (rsl_rl): identical on every rank via the mean KL.
+            with torch.no_grad():
+                kl = allreduce_mean(gaussian_kl(mb["mu"], mb["sigma"], mu, sigma).mean())
+                if cfg.lr_schedule == "adaptive":
+                    if kl > 2.0 * cfg.desired_kl:
+                        self.learning_rate = max(1e-5, self.learning_rate / 1.5)
+                    elif 0.0 < kl < 0.5 * cfg.desired_kl:
+                        self.learning_rate = min(1e-2, self.learning_rate * 1.5)
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = self.learning_rate
+
+            adv = self._combined_advantage(mb["advantages"])
+            if cfg.normalize_advantages:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            ratio = torch.exp(logp - mb["log_prob"])
+            surrogate = torch.max(-adv * ratio,
+                                  -adv * ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)).mean()
+            ret, v_old = mb["returns"], mb["values"]
+            if cfg.clip_value:
+                v_clip = v_old + (values - v_old).clamp(-cfg.clip_eps, cfg.clip_eps)
+                v_loss = torch.max((values - ret) ** 2, (v_clip - ret) ** 2).mean(0).sum()
+            else:
+                v_loss = ((values - ret) ** 2).mean(0).sum()
+            entropy = gaussian_entropy(sigma).mean()
+            loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
+
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = list(pol.parameters())
+            allreduce_grads_(params)
+            nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            self.optimizer.step()
+
+            stats = {"losses/policy_loss": surrogate.item(), "losses/value_loss": v_loss.item(),
+                     "losses/entropy": entropy.item(), "losses/approx_kl": kl.item(),
+                     "losses/clip_fraction":
+                         ((ratio - 1).abs() > cfg.clip_eps).float().mean().item()}
+            if self.intrinsic is not None:
+                stats["intrinsic/predictor_loss"] = self.intrinsic.train_step(mb["intr_obs"])
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        self.storage.clear()
+        out = {k: v / max(n, 1) for k, v in sums.items()}
+        out["losses/learning_rate"] = self.learning_rate
+        out["losses/action_std"] = float(pol.log_std.detach().exp().mean())
+        out.update(self.iteration_stats)
+        self.iteration_stats = {}
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        sd = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+              "learning_rate": self.learning_rate, "act_gen": self.act_gen.get_state(),
+              "batch_gen": self.batch_gen.get_state()}
+        if self.intrinsic is not None:
+            sd["intrinsic"] = self.intrinsic.full_state_dict()
+        return sd
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore weights, normalizers, optimizer, learning rate and generators (exact resume;
+        the learning rate is restored too, unlike rsl_rl #221)."""
+        self.policy.load_state_dict(sd["policy"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.learning_rate = float(sd["learning_rate"])
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.learning_rate
+        self.act_gen.set_state(sd["act_gen"])
+        self.batch_gen.set_state(sd["batch_gen"])
+        if self.intrinsic is not None:
+            if "intrinsic" not in sd:
+                raise KeyError("checkpoint has no intrinsic-module state but the agent uses one")
+            self.intrinsic.load_full_state_dict(sd["intrinsic"])

@@ -1,0 +1,70 @@
+"""Checkpoints: atomic writes and loads that fail loudly on corrupt or foreign files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "rlkd-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt, or not an rlkd checkpoint."""
+
+
+def atomic_write_bytes(path: str | Path, write_fn) -> Path:
+    """Write through ``write_fn(file)`` into a temp file next to ``path``, fsync, then rename.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically save ``payload`` (tensors, state dicts, plain Python) with a format tag."""
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    return atomic_write_bytes(path, lambda f: torch.save(data, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load and validate a checkpoint written by :func:`save_checkpoint`.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, unreadable (truncated or
+    corrupt), not an rlkd checkpoint, from a newer format version, or lacks ``required`` keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises several types for truncated/corrupt zips and pickles
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read "
+                              f"({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an rlkd checkpoint (no '{FORMAT}' format tag)")
+    if int(data.get("version", 0)) > VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {data['version']}, newer "
+                              f"than this rlkd ({VERSION}); upgrade rlkd")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}; it is incomplete")
+    return data

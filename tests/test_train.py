@@ -1,0 +1,135 @@
+"""Runner: checkpoints, exact resume, corrupt checkpoints, `rlkd train` / `rlkd play` end to end."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlkd.train import CheckpointError, OnPolicyRunner, TrainConfig, load_checkpoint, \
+    save_checkpoint
+
+
+def _cfg(out, agent="ppo-rdd", iters=2, ppo=None, **kw):
+    ppo = {"num_steps": 8, "num_epochs": 2, "num_minibatches": 2, **(ppo or {})}
+    return TrainConfig(env="AGVWarehouse-v0", agent=agent, num_envs=16, steps=16 * 8 * iters,
+                       seed=3, out=str(out), checkpoint_every=1, video=False, progress=False,
+                       ppo=ppo, **kw)
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(row):
+    return {k: v for k, v in row.items() if k.startswith(("losses/", "intrinsic/"))}
+
+
+@pytest.mark.parametrize("agent", ["ppo", "ppo-rdd"])
+def test_exact_resume_gives_same_next_iteration(tmp_path, agent):
+    full = tmp_path / "full"
+    OnPolicyRunner(_cfg(full, agent, iters=3)).learn()
+    ref = _metrics(full)
+    assert [r["iteration"] for r in ref] == [0, 1, 2]
+    # Continue a fresh run directory from the checkpoint written after iteration 1.
+    resumed = tmp_path / "resumed"
+    runner = OnPolicyRunner.resume(resumed, checkpoint=full / "checkpoints" / "model_000001.pt")
+    assert runner.iteration == 1 and runner.env_steps == 16 * 8
+    runner.learn()
+    got = _metrics(resumed)
+    assert [r["iteration"] for r in got] == [1, 2]
+    for a, b in zip(got, ref[1:]):
+        assert _losses(a) == _losses(b)
+    w_full = load_checkpoint(full / "checkpoints" / "last.pt")["agent"]["policy"]
+    w_res = load_checkpoint(resumed / "checkpoints" / "last.pt")["agent"]["policy"]
+    assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
+
+
+def test_checkpoint_round_trip_restores_learning_rate_and_normalizers(tmp_path):
+    run = tmp_path / "run"
+    r1 = OnPolicyRunner(_cfg(run, iters=2))
+    r1.learn()
+    r2 = OnPolicyRunner.resume(run)
+    assert r2.alg.learning_rate == r1.alg.learning_rate
+    assert r2.alg.optimizer.param_groups[0]["lr"] == r1.alg.learning_rate
+    sd1, sd2 = r1.alg.policy.state_dict(), r2.alg.policy.state_dict()
+    assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    assert float(r2.alg.policy.actor_norm.count) > 0
+    i1, i2 = r1.alg.intrinsic.state_dict(), r2.alg.intrinsic.state_dict()
+    assert all(torch.equal(i1[k], i2[k]) for k in i1)
+
+
+def _snapshot(d: Path):
+    return {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_corrupt_or_truncated_checkpoint_gives_clear_error_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    OnPolicyRunner(_cfg(run, iters=1)).learn()
+    last = run / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # truncated, as by a crash of a non-atomic writer
+    before = _snapshot(run)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        OnPolicyRunner.resume(run)
+    last.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError, match=str(last.name)):
+        OnPolicyRunner.resume(run)
+    torch.save({"weights": 1}, last)
+    with pytest.raises(CheckpointError, match="not an rlkd checkpoint"):
+        OnPolicyRunner.resume(run)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        OnPolicyRunner.resume(tmp_path / "nowhere")
+    after = _snapshot(run)
+    assert {p for p in before if p != last} == {p for p in after if p != last}
+    assert all(before[p] == after[p] for p in before if p != last)
+
+
+def test_atomic_save_leaves_old_file_when_write_fails(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"a": torch.ones(3)})
+    good = path.read_bytes()
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk died")
+
+    with pytest.raises(RuntimeError, match="disk died"):
+        save_checkpoint(path, {"a": Boom()})
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+
+
+def test_unknown_override_keys_are_named(tmp_path):
+    with pytest.raises(KeyError, match="learnin_rate"):
+        OnPolicyRunner(_cfg(tmp_path / "a", ppo={"learnin_rate": 1.0}))
+    with pytest.raises(KeyError, match="sigmaa"):
+        OnPolicyRunner(_cfg(tmp_path / "b", intrinsic={"sigmaa": 1.0}))
+
+
+def test_rlkd_train_and_play_end_to_end(tmp_path, capsys):
+    from rlkd.cli import main
+
+    out = tmp_path / "run"
+    main(["train", "AGVWarehouse-v0", "--agent", "ppo-rnd", "--num-envs", "8", "--steps", "384",
+          "--out", str(out), "--ppo", "num_steps=16", "num_epochs=1", "--set", "num_obstacles=2",
+          "--no-video"])
+    cfg = (out / "config.yaml").read_text()
+    assert "ppo-rnd" in cfg and "num_obstacles: 2" in cfg and "gamma_int" in cfg
+    assert (out / "checkpoints" / "last.pt").is_file()
+    assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
+    rows = _metrics(out)
+    assert len(rows) == 3 and rows[-1]["env_steps"] == 384
+    assert {"charts/SPS", "losses/value_loss", "intrinsic/reward_raw"} <= rows[-1].keys()
+    video = tmp_path / "play.gif"
+    main(["play", str(out), "--num-envs", "2", "--steps", "15", "--video", str(video)])
+    assert video.stat().st_size > 0
+    assert "ppo-rnd" in capsys.readouterr().out
+
+
+def test_final_video_is_written(tmp_path):
+    cfg = _cfg(tmp_path / "v", agent="ppo", iters=1)
+    cfg.video, cfg.video_steps = True, 5
+    OnPolicyRunner(cfg).learn()
+    assert (tmp_path / "v" / "videos" / "final.mp4").stat().st_size > 0
