@@ -104,11 +104,13 @@ def run_bench(env_id: str, num_envs: tuple[int, ...], peer_num_envs: tuple[int, 
     peer = [bench_sync_vector(env_id, n, steps_for(n, peer_budget_env_steps, lo=20, hi=500), seed,
                               **overrides) for n in peer_num_envs]
     best_ours = max(r["env_steps_per_s"] for r in ours)
-    best_peer = max((r["env_steps_per_s"] for r in peer), default=float("nan"))
+    # No peer measured (peer_num_envs empty): None, so the JSON report stays valid (no NaN).
+    best_peer = max((r["env_steps_per_s"] for r in peer), default=None)
     return {"env_id": env_id, "device": device, "overrides": overrides, "ours": ours,
             "peer": {"name": "gymnasium.vector.SyncVectorEnv of single envs", "results": peer},
             "best_ours_env_steps_per_s": best_ours, "best_peer_env_steps_per_s": best_peer,
-            "ratio_vs_peer": best_ours / best_peer, "machine": machine_info()}
+            "ratio_vs_peer": None if best_peer is None else best_ours / best_peer,
+            "machine": machine_info()}
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
@@ -118,7 +120,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
+            json.dump(data, f, indent=2, default=str, allow_nan=False)  # strict JSON
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -230,7 +230,9 @@ def bench_cmd(
                       f"{r['env_steps_per_s']:,.0f}", f"{r['ms_per_step']:.3f}")
     con = Console()
     con.print(table)
-    con.print(f"best batched / best SyncVectorEnv = [bold]{res['ratio_vs_peer']:.1f}x[/]")
+    ratio = res["ratio_vs_peer"]  # None when no peer was measured (--peer-num-envs 0)
+    con.print("best batched / best SyncVectorEnv = "
+              + (f"[bold]{ratio:.1f}x[/]" if ratio is not None else "n/a (no peer measured)"))
     if json is not None:
         con.print(f"results: {write_json_atomic(json, res)}")
 
