@@ -78,7 +78,8 @@ def cast_circles(origins: torch.Tensor, angles: torch.Tensor, centers: torch.Ten
 
     Returns:
         ``(N, R)`` ranges, ``max_range`` where nothing is hit. A ray starting inside a circle
-        reports the exit distance (the env ends such episodes as collisions anyway).
+        reads 0 if it points into the half-plane of the circle's centre and ``max_range``
+        otherwise (the env ends such episodes as collisions anyway).
     """
     if centers.shape[1] == 0:
         return torch.full_like(angles, max_range)
