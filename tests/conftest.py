@@ -1,0 +1,45 @@
+"""Shared helpers for the rlkd test suite.
+
+Building an AGV env generates its warehouse layouts and precomputes a lidar range table per
+layout (0.2-2 s each on this machine, more when the cores are busy). Both are cached per process,
+keyed by the layout parameters, the number of layouts (the largest divisor of ``num_envs`` up to
+``num_layouts``) and ``layout_seed`` (the env seed unless given). The tests therefore pin
+``num_layouts`` and ``layout_seed`` (:data:`FAST`) so that most envs share a few cached builds.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rlkd
+
+#: Default task of the tests that need one concrete env.
+AGV = "AGVWarehouse-v0"
+#: Cheapest preset (small map, no moving obstacles).
+AGV_SIMPLE = "AGVWarehouse-SimpleStatic-v0"
+#: Overrides that keep AGV construction on a cached layout build (see the module docstring).
+FAST = {"num_layouts": 2, "layout_seed": 0}
+
+
+def random_actions(env, gen: torch.Generator) -> torch.Tensor:
+    """Uniform actions in [-1, 1] for every env of ``env`` from ``gen``."""
+    return torch.rand(env.num_envs, env.act_dim, generator=gen, device=env.device) * 2 - 1
+
+
+def zero_actions(env) -> torch.Tensor:
+    return torch.zeros(env.num_envs, env.act_dim, device=env.device)
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """A seeded torch generator for actions."""
+    return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def agv_env():
+    """``AGVWarehouse-v0`` with 8 envs on 2 layouts, reset with seed 0."""
+    env = rlkd.make(AGV, num_envs=8, seed=0, **FAST)
+    env.reset(seed=0)
+    return env
