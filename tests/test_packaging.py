@@ -1,0 +1,62 @@
+"""Packaging (DESIGN.md section 1): ``envs/`` and ``agents/`` install as ``rlkd.envs`` and
+``rlkd.agents``; nothing named ``envs`` or ``agents`` is importable top-level outside the repo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import rlkd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_namespaced_packages_import():
+    import rlkd.agents
+    import rlkd.envs
+    import rlkd.envs.agv_warehouse
+
+    assert Path(rlkd.envs.__file__).resolve().parent == ROOT / "envs"
+    assert Path(rlkd.agents.__file__).resolve().parent == ROOT / "agents"
+    assert rlkd.envs.agv_warehouse.AGVWarehouseEnv.__module__ == "rlkd.envs.agv_warehouse.env"
+
+
+def test_no_top_level_envs_or_agents_outside_the_repo(tmp_path):
+    code = ("import importlib.util, json, rlkd.envs, rlkd.agents; "
+            "print(json.dumps({n: importlib.util.find_spec(n) is not None "
+            "for n in ('envs', 'agents', 'rlkd.envs.agv_warehouse', 'rlkd.agents')}))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found == {"envs": False, "agents": False, "rlkd.envs.agv_warehouse": True,
+                     "rlkd.agents": True}
+
+
+def test_every_package_directory_is_listed_in_pyproject():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping = cfg["package-dir"]
+    assert mapping == {"rlkd": "rlkd", "rlkd.envs": "envs", "rlkd.agents": "agents"}
+    listed = set(cfg["packages"])
+    on_disk = set()
+    for name, folder in mapping.items():
+        base = ROOT / folder
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base)
+            if any(part.startswith((".", "__")) for part in rel.parts):
+                continue
+            on_disk.add(".".join([name, *rel.parts]))
+    # rlkd.envs / rlkd.agents are found through their own mapping, not as rlkd/ subfolders.
+    missing = on_disk - listed
+    assert not missing, f"package directories missing from pyproject packages: {sorted(missing)}"
+    stale = {p for p in listed if p not in on_disk}
+    assert not stale, f"pyproject lists packages with no directory: {sorted(stale)}"
+
+
+def test_version():
+    from importlib.metadata import version
+
+    assert rlkd.__version__ == version("rlkd")
