@@ -57,8 +57,9 @@ class PPOConfig:
     """Clipped value loss."""
     value_coef: float = 1.0
     """Weight of the value loss."""
-    entropy_coef: float = 0.005
-    """Weight of the entropy bonus."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (DESIGN.md allows 0.0-0.01; 0.0 as CleanRL's continuous PPO:
+    with 2-D actions clipped to [-1, 1] a bonus let the action std grow past 1 on the AGV)."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clip."""
     learning_rate: float = 1e-3

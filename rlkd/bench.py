@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -113,19 +112,20 @@ def run_bench(env_id: str, num_envs: tuple[int, ...], peer_num_envs: tuple[int, 
             "machine": machine_info()}
 
 
+def json_safe(x: Any) -> Any:
+    """``x`` with non-finite floats (NaN, inf) replaced by ``None``: strict JSON has no NaN."""
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON via a temporary file and rename (never a half-written report)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str, allow_nan=False)  # strict JSON
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """Write ``data`` as strict JSON atomically (never a half-written report); NaN/inf -> null."""
+    from rlkd.core.atomic import atomic_write
+
+    return atomic_write(path, lambda f: json.dump(json_safe(data), f, indent=2, default=str,
+                                                  allow_nan=False), mode="w")

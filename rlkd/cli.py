@@ -163,11 +163,8 @@ def train_cmd(
         ppo: PPO config overrides, key=value (e.g. learning_rate=3e-4 num_steps=32).
         intrinsic: RND/RDD config overrides, key=value (e.g. sigma=0.5 int_coef=0.5).
     """
-    import torch
-
     from rlkd.train import OnPolicyRunner, TrainConfig
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     if resume is not None:
         runner = OnPolicyRunner.resume(resume, steps=steps)
     else:

@@ -1,7 +1,6 @@
 """Runner: checkpoints, exact resume, corrupt checkpoints, `rlkd train` / `rlkd play` end to end."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest

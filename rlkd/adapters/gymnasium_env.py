@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 import torch
-from gymnasium import logger, spaces
+from gymnasium import logger
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 

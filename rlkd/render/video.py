@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from rlkd.core.atomic import atomic_path
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 10) -> Path:
@@ -29,10 +30,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int 
     for i, f in enumerate(frames):
         if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
             raise ValueError(f"frame {i} must be uint8 (H, W, 3), got {f.dtype} {f.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         if suffix == ".mp4":
             h, w = frames[0].shape[:2]
             ph, pw = h + h % 2, w + w % 2
@@ -44,9 +42,4 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int 
                     w_.append_data(f)
         else:
             imageio.mimsave(tmp, frames, format="GIF", duration=1000.0 / fps, loop=0)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path

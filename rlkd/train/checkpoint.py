@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from rlkd.core.atomic import atomic_write
 
 FORMAT = "rlkd-checkpoint"
 VERSION = 1
@@ -18,24 +18,8 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_write_bytes(path: str | Path, write_fn) -> Path:
-    """Write through ``write_fn(file)`` into a temp file next to ``path``, fsync, then rename.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Binary :func:`rlkd.core.atomic.atomic_write`: temp file, fsync, rename."""
+    return atomic_write(path, write_fn, mode="wb")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

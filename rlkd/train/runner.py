@@ -26,7 +26,7 @@ import yaml
 
 from rlkd.train.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, \
     save_checkpoint
-from rlkd.train.distributed import DistInfo, allreduce_mean, broadcast_module_, init_distributed
+from rlkd.train.distributed import allreduce_mean, broadcast_module_, init_distributed
 from rlkd.train.logger import TrainLogger
 
 
@@ -222,8 +222,12 @@ class OnPolicyRunner:
     def total_iterations(self) -> int:
         return max(1, math.ceil(self.cfg.steps / self.steps_per_iteration))
 
-    def learn(self) -> dict[str, float]:
-        """Run until ``cfg.steps`` env steps; returns the last iteration's logged scalars."""
+    def learn(self, callback=None) -> dict[str, float]:
+        """Run until ``cfg.steps`` env steps; returns the last iteration's logged scalars.
+
+        ``callback(runner, scalars) -> bool``, called after every iteration's log, stops the
+        run early (with a final checkpoint) when it returns True.
+        """
         cfg, alg, env = self.cfg, self.alg, self.env
         log = TrainLogger(self.run_dir, self.total_iterations, enabled=self.dist.is_main,
                           progress=cfg.progress, start_iteration=self.iteration)
@@ -254,9 +258,12 @@ class OnPolicyRunner:
                            "charts/timeout_rate": ep["timeout"],
                            "perf/collection_s": t1 - t0, "perf/learn_s": t2 - t1, **losses}
                 log.log(self.iteration - 1, self.env_steps, scalars)
+                stop = bool(callback(self, scalars)) if callback is not None else False
                 if self.iteration % cfg.checkpoint_every == 0 \
-                        or self.iteration == self.total_iterations:
+                        or self.iteration == self.total_iterations or stop:
                     self.save()
+                if stop:
+                    break
         finally:
             log.close()
         if cfg.video and self.dist.is_main:

@@ -1,0 +1,155 @@
+"""Training throughput and time-to-80%-success: ``rlkd train`` PPO vs Stable-Baselines3 PPO.
+
+Same machine, same run, same env (our AGV warehouse; SB3 drives it through ``SB3VecEnv`` plus
+``VecNormalize`` for the observation normalization our PPO has built in), same network
+(actor and critic MLPs 256-128-64, ELU), same rollout (N envs x T steps), same epochs and
+minibatch size, learning rate 1e-3 (ours adapts it by KL, as in rsl_rl; SB3 keeps it fixed).
+
+    python scripts/bench_train.py                     # throughput only (~3 minutes)
+    python scripts/bench_train.py --to-success 0.8 --time-limit 600
+
+Throughput is the whole loop: env steps collected / wall-clock of collection plus updates.
+Writes ``results/bench_train.json`` (command, git commit, machine, raw numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+HIDDEN = (256, 128, 64)
+
+
+def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agent: str,
+         target: float | None, time_limit: float, out: Path, overrides: dict) -> dict:
+    from rlkd.train import OnPolicyRunner, TrainConfig
+
+    cfg = TrainConfig(env=env_id, agent=agent, num_envs=num_envs, steps=steps, seed=seed,
+                      out=str(out), checkpoint_every=10**9, video=False, progress=False,
+                      env_overrides=overrides,
+                      ppo={"num_steps": num_steps, "num_epochs": 5, "num_minibatches": 4,
+                           "actor_hidden": HIDDEN, "critic_hidden": HIDDEN})
+    runner = OnPolicyRunner(cfg)
+    t0 = time.perf_counter()
+    hit = {"t": None, "steps": None}
+
+    def cb(r, scalars):
+        el = time.perf_counter() - t0
+        if target is not None and hit["t"] is None and scalars["charts/success_rate"] >= target:
+            hit["t"], hit["steps"] = el, r.env_steps
+            return True
+        return el > time_limit
+
+    last = runner.learn(callback=cb)
+    wall = time.perf_counter() - t0
+    return {"env_steps": runner.env_steps, "wall_s": wall, "env_steps_per_s": runner.env_steps / wall,
+            "final_success": last.get("charts/success_rate"), "time_to_target_s": hit["t"],
+            "steps_to_target": hit["steps"]}
+
+
+def sb3(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int,
+        target: float | None, time_limit: float, overrides: dict) -> dict:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    import rlkd
+    from rlkd.adapters import SB3VecEnv
+
+    venv = VecNormalize(SB3VecEnv(rlkd.make(env_id, num_envs=num_envs, seed=seed, **overrides),
+                                  render_mode=None), norm_obs=True, norm_reward=False)
+    model = PPO("MlpPolicy", venv, n_steps=num_steps, batch_size=num_envs * num_steps // 4,
+                n_epochs=5, learning_rate=1e-3, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
+                ent_coef=0.005, vf_coef=1.0, max_grad_norm=1.0, seed=seed, device="cpu",
+                policy_kwargs=dict(net_arch=dict(pi=list(HIDDEN), vf=list(HIDDEN)),
+                                   activation_fn=torch.nn.ELU), verbose=0)
+    t0 = time.perf_counter()
+    hit = {"t": None, "steps": None}
+
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            el = time.perf_counter() - t0
+            buf = self.model.ep_success_buffer
+            if target is not None and hit["t"] is None and len(buf) >= 50 \
+                    and np.mean(buf) >= target:
+                hit["t"], hit["steps"] = el, self.model.num_timesteps
+            if hit["t"] is not None or el > time_limit:
+                self.model._stop = True
+
+    # SB3 stops when a callback's on_step returns False; check the flag at every step.
+    class StopStep(Stop):
+        def _on_step(self) -> bool:
+            return not getattr(self.model, "_stop", False)
+
+    model.learn(steps, callback=StopStep())
+    wall = time.perf_counter() - t0
+    buf = model.ep_success_buffer
+    return {"env_steps": int(model.num_timesteps), "wall_s": wall,
+            "env_steps_per_s": model.num_timesteps / wall,
+            "final_success": float(np.mean(buf)) if len(buf) else None,
+            "time_to_target_s": hit["t"], "steps_to_target": hit["steps"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--env", default="AGVWarehouse-v0")
+    p.add_argument("--num-envs", type=int, default=256)
+    p.add_argument("--num-steps", type=int, default=24)
+    p.add_argument("--ours-steps", type=int, default=600_000, help="throughput phase, ours")
+    p.add_argument("--sb3-steps", type=int, default=120_000, help="throughput phase, SB3")
+    p.add_argument("--to-success", type=float, default=None,
+                   help="also measure wall-clock to this success rate (e.g. 0.8)")
+    p.add_argument("--time-limit", type=float, default=600.0, help="cap per time-to-success run")
+    p.add_argument("--agent", default="ppo", help="our agent for time-to-success")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench_train.json")
+    args = p.parse_args()
+
+    from rlkd.bench import machine_info, write_json_atomic
+
+    tmp = ROOT / "results" / "bench_train_runs"
+    res: dict = {"command": " ".join(sys.argv), "machine": machine_info(),
+                 "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
+                                              capture_output=True, text=True).stdout.strip(),
+                 "env": args.env, "num_envs": args.num_envs, "num_steps": args.num_steps,
+                 "network": list(HIDDEN), "epochs": 5, "minibatches": 4}
+    res["throughput"] = {
+        "rlkd": ours(args.env, args.num_envs, args.num_steps, args.ours_steps, args.seed, "ppo",
+                     None, 1e9, tmp / "ours_throughput", {}),
+        "sb3": sb3(args.env, args.num_envs, args.num_steps, args.sb3_steps, args.seed, None, 1e9,
+                   {}),
+    }
+    t = res["throughput"]
+    res["throughput"]["ratio"] = t["rlkd"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
+    print(f"throughput: rlkd {t['rlkd']['env_steps_per_s']:,.0f} env-steps/s, SB3 "
+          f"{t['sb3']['env_steps_per_s']:,.0f} -> {t['ratio']:.1f}x", flush=True)
+    write_json_atomic(args.out, res)
+    if args.to_success is not None:
+        big = 10**9
+        res["time_to_success"] = {
+            "target": args.to_success, "time_limit_s": args.time_limit, "agent": args.agent,
+            "rlkd": ours(args.env, args.num_envs, args.num_steps, big, args.seed, args.agent,
+                         args.to_success, args.time_limit, tmp / "ours_success", {}),
+            "sb3": sb3(args.env, args.num_envs, args.num_steps, big, args.seed,
+                       args.to_success, args.time_limit, {}),
+        }
+        for k in ("rlkd", "sb3"):
+            r = res["time_to_success"][k]
+            print(f"{k}: {'%.0f s' % r['time_to_target_s'] if r['time_to_target_s'] else 'not reached'}"
+                  f" to {args.to_success:.0%} success ({r['env_steps']:,} steps in "
+                  f"{r['wall_s']:.0f} s, final {r['final_success']})", flush=True)
+        write_json_atomic(args.out, res)
+
+
+if __name__ == "__main__":
+    main()
