@@ -368,6 +368,19 @@ def test_scripted_policy_reaches_goals():
     assert successes >= N // 2
 
 
+def test_collision_beats_reaching_the_goal():
+    env = make(num_obstacles=0)
+    env.reset(seed=0)
+    # Put env 0 against the left wall with its goal right there: it collides and "arrives".
+    env.pos[0] = torch.tensor([0.2, env.world[1] / 2])
+    env.goals[0, 0] = env.pos[0]
+    _, rew, term, trunc, info = env.step(zero_actions(env))
+    assert bool(term[0]) and float(rew[0]) == env.cfg.reward_collision
+    ep = info["episode"]
+    k = ep["env_ids"].tolist().index(0)
+    assert bool(ep["collision"][k]) and not bool(ep["success"][k])
+
+
 def test_two_goals_are_visited_in_order():
     env = make(AGV_SIMPLE, num_goals=2, max_episode_steps=500)
     pi = env.scripted_policy()
@@ -408,23 +421,33 @@ def test_episode_flags_are_consistent():
 
 
 def test_reward_terms_sum_to_reward():
-    env = make(progress_reward_scale=1.0, time_penalty=0.01)
+    # Two goals and a half-scripted driver, so that goals are reached and switched mid-episode.
+    env = make(AGV_SIMPLE, progress_reward_scale=1.0, time_penalty=0.01, num_goals=2)
     gen = torch.Generator().manual_seed(0)
+    pi = env.scripted_policy()
     obs, _ = env.reset(seed=0)
     D = env.scale
-    for _ in range(30):
+    max_step = env.cfg.max_lin_vel * env.cfg.dt
+    goals = 0
+    for t in range(150):
         prev = obs
-        obs, rew, term, trunc, info = env.step(random_actions(env, gen))
+        obs, rew, term, trunc, info = env.step(pi(obs) if t % 4 else random_actions(env, gen))
         terms = info["reward_terms"]
         assert set(terms) == {"goal", "collision", "progress", "time"}
         torch.testing.assert_close(sum(terms.values()), rew)
         assert (terms["time"] == -0.01).all()
-        live = ~(term | trunc)  # rows not reset: progress is the decrease of goal distance
+        # Progress is a decrease of distance to the current goal: bounded by one step of motion,
+        # also on the step a goal is reached and the next one becomes current.
+        assert (terms["progress"].abs() <= max_step + 1e-4).all()
+        goals += int((terms["goal"] > 0).sum())
+        live = ~(term | trunc) & (terms["goal"] == 0)  # same goal before and after, not reset
         torch.testing.assert_close(terms["progress"][live],
                                    (prev["policy"][live, 2] - obs["policy"][live, 2]) * D,
                                    atol=1e-4, rtol=1e-4)
+    assert goals >= N
     sparse = make()
     sparse.reset(seed=0)
+    gen = torch.Generator().manual_seed(0)
     for _ in range(30):
         _, rew, _, _, info = sparse.step(random_actions(sparse, gen))
         assert set(info["reward_terms"]) == {"goal", "collision"}
@@ -519,3 +542,12 @@ def test_registered_toy_passes_gymnasium_checks(line_id):
     vec = gymnasium.make_vec(f"rlkd/{line_id}", num_envs=3)
     obs, _ = vec.reset(seed=0)
     assert obs.shape == (3, 1)
+
+
+def test_termination_takes_precedence_over_the_time_limit(line_id):
+    # Every env leaves the line on its first step, which is also its last allowed step.
+    env = rlkd.make(line_id, num_envs=4, seed=0, max_episode_steps=1, speed=10.0)
+    env.reset(seed=0)
+    _, _, term, trunc, info = env.step(torch.ones(4, 1))
+    assert term.all() and not trunc.any()
+    assert not info["episode"]["timeout"].any() and info["episode"]["out"].all()
