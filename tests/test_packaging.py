@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -28,8 +29,9 @@ def test_no_top_level_envs_or_agents_outside_the_repo(tmp_path):
     code = ("import importlib.util, json, rlkd.envs, rlkd.agents; "
             "print(json.dumps({n: importlib.util.find_spec(n) is not None "
             "for n in ('envs', 'agents', 'rlkd.envs.agv_warehouse', 'rlkd.agents')}))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what is installed
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+                          text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found == {"envs": False, "agents": False, "rlkd.envs.agv_warehouse": True,
