@@ -109,11 +109,13 @@ class RND(nn.Module):
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Predictor MSE on a random ``update_proportion`` of raw obs ``x (B, D)``."""
-        z = self.obs_norm.normalize(x)
-        keep = torch.rand(z.shape[0], generator=self.gen, device=z.device) \
+        keep = torch.rand(x.shape[0], generator=self.gen, device=x.device) \
             < self.cfg.update_proportion
-        err = (self.predictor(z) - self.training_target(z).detach()).pow(2).mean(-1)
-        return (err * keep).sum() / keep.sum().clamp_min(1)
+        # Select before the forward pass: the networks only see the trained fraction.
+        z = self.obs_norm.normalize(x[keep])
+        if z.shape[0] == 0:
+            return self.predictor(z).sum()  # zero loss that still has a graph
+        return (self.predictor(z) - self.training_target(z).detach()).pow(2).mean()
 
     # ------------------------------------------------------------------ PPO hooks
     @torch.no_grad()
