@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from rlkd.nn import DiscountedReturnNormalizer, RunningMeanStd, init_orthogonal, mlp
@@ -125,7 +126,8 @@ class RND(nn.Module):
         T, N = next_obs.shape[:2]
         flat = next_obs.reshape(T * N, -1)
         self.obs_norm.update(flat)
-        self.env_steps += T * N
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.env_steps += T * N * world
         return self.reward(flat).view(T, N)
 
     @torch.no_grad()
@@ -144,8 +146,7 @@ class RND(nn.Module):
 
     @property
     def int_coef(self) -> float:
-        """``c_i`` under the configured schedule at the current env-step count (per rank; equal
-        on all ranks since they step in lockstep)."""
+        """``c_i`` under the configured schedule at the current env-step count (all ranks)."""
         c = self.cfg
         if c.int_coef_schedule == "constant":
             return c.int_coef

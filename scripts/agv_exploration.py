@@ -4,7 +4,7 @@ Reproduces the question of Yin et al. 2024 (RND for AGV path planning) and Fang 
 (RDD): do intrinsic rewards raise the success rate at a fixed env-step budget when random
 exploration rarely reaches the goal?
 
-    python scripts/agv_exploration.py --seeds 5 --steps 3000000 --jobs 2
+    python scripts/agv_exploration.py --seeds 5 --steps 1500000 --jobs 2
 
 Every (agent, seed) is one ``rlkd train`` run (its own process, ``--no-video``); curves are read
 from each run's ``metrics.jsonl``. Output: ``results/agv_exploration.json`` (command line, git
@@ -74,10 +74,10 @@ def mean_ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--env", default="AGVWarehouse-HardSparse-v0")
+    p.add_argument("--env", default="AGVWarehouse-Exploration-v0")
     p.add_argument("--agents", nargs="+", default=["ppo", "ppo-rnd", "ppo-rdd"])
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=3_000_000)
+    p.add_argument("--steps", type=int, default=1_500_000)
     p.add_argument("--num-envs", type=int, default=256)
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")

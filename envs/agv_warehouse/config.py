@@ -103,7 +103,9 @@ class AGVWarehouseConfig:
     """Time limit in control steps (truncation)."""
 
 
-#: The four scenes of Yin et al. 2024 (simple/complex x static/dynamic) plus a hard sparse one.
+#: The four scenes of Yin et al. 2024 (simple/complex x static/dynamic), a hard sparse one, and
+#: ``Exploration``: the default warehouse with long goals (6-10 m) and no moving obstacles, where
+#: random exploration almost never reaches the goal (the exploration study's task).
 PRESETS: dict[str, dict] = {
     "SimpleStatic": dict(map_width=12.0, map_height=10.0, shelf_rows=2, cross_aisles=1,
                          num_obstacles=0, goal_distance_min=2.0, goal_distance_max=6.0),
@@ -115,6 +117,7 @@ PRESETS: dict[str, dict] = {
     "ComplexDynamic": dict(map_width=20.0, map_height=16.0, shelf_rows=4, cross_aisles=2,
                            clutter_boxes=6, num_obstacles=6, goal_distance_min=4.0,
                            goal_distance_max=12.0, max_episode_steps=600),
+    "Exploration": dict(num_obstacles=0, goal_distance_min=6.0, goal_distance_max=10.0),
     "HardSparse": dict(map_width=24.0, map_height=18.0, shelf_rows=5, cross_aisles=2,
                        clutter_boxes=8, num_obstacles=4, goal_radius=0.3, goal_distance_min=10.0,
                        goal_distance_max=18.0, max_episode_steps=800),
