@@ -175,7 +175,13 @@ def train_cmd(
                           env_overrides=_overrides(set), ppo=_overrides(ppo),
                           intrinsic=_overrides(intrinsic))
         runner = OnPolicyRunner(cfg)
-    last = runner.learn()
+    try:
+        last = runner.learn()
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()  # clean shutdown of torchrun workers
     if runner.dist.is_main:
         from rich.console import Console
 
