@@ -144,7 +144,7 @@ def train_cmd(
     intrinsic: tuple[str, ...] = (),
 ) -> None:
     """Train PPO / PPO+RND / PPO+RDD. With no arguments: the built-in default (AGV warehouse,
-    ppo-rdd, 256 envs, 6M steps; about 10 minutes on 2 CPU cores).
+    ppo-rdd, 256 envs, 6M steps; 8-9 minutes on 2 CPU cores).
 
     Args:
         env: env id.
