@@ -84,7 +84,7 @@ def play_cmd(
     from rlkd.render import overlay_text, write_video
 
     overrides = _overrides(set)
-    label = policy
+    label, pi = policy, None
     if Path(env).exists():
         from rlkd.train import load_policy
         from rlkd.train.runner import policy_group
@@ -97,7 +97,7 @@ def play_cmd(
         pi = lambda obs: net.act_deterministic(obs[group]).clamp(-1.0, 1.0)  # noqa: E731
     e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed, **overrides)
     obs, _ = e.reset(seed=seed)
-    if label == policy:
+    if pi is None:
         pi = make_policy(policy, e, seed)
     frames = []
     returns, lengths, successes = [], [], []
@@ -168,8 +168,8 @@ def train_cmd(
     if resume is not None:
         runner = OnPolicyRunner.resume(resume, steps=steps)
     else:
-        cfg = TrainConfig(env=env, agent=agent, num_envs=num_envs, steps=steps or 6_000_000,
-                          seed=seed,
+        cfg = TrainConfig(env=env, agent=agent, num_envs=num_envs,
+                          steps=TrainConfig.steps if steps is None else steps, seed=seed,
                           device=device, out=str(out or f"runs/{env}_{agent}_s{seed}"),
                           checkpoint_every=checkpoint_every, video=video,
                           env_overrides=_overrides(set), ppo=_overrides(ppo),

@@ -141,7 +141,7 @@ def plot(curves, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlkd.train.checkpoint import atomic_write_bytes
+    from rlkd.core.atomic import atomic_write
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for a, cs in curves.items():
@@ -164,7 +164,7 @@ def plot(curves, path: Path, title: str) -> None:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt, or not an rlkd checkpoint."""
 
 
-def atomic_write_bytes(path: str | Path, write_fn) -> Path:
-    """Binary :func:`rlkd.core.atomic.atomic_write`: temp file, fsync, rename."""
-    return atomic_write(path, write_fn, mode="wb")
-
-
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically save ``payload`` (tensors, state dicts, plain Python) with a format tag."""
-    data = {"format": FORMAT, "version": VERSION, **payload}
-    return atomic_write_bytes(path, lambda f: torch.save(data, f))
+def save_checkpoint(path: str | Path, payload: dict[str, Any],
+                    copies: tuple[str | Path, ...] = ()) -> Path:
+    """Atomically save ``payload`` (tensors, state dicts, plain Python) with a format tag to
+    ``path`` and to every path in ``copies`` (serialized once, each file written atomically)."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
+    data = buf.getbuffer()
+    for p in (path, *copies):
+        atomic_write(p, lambda f: f.write(data))
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

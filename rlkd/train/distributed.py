@@ -85,5 +85,7 @@ def allreduce_mean(value: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return value
     out = value.detach().clone()
+    if dist.get_backend() == "nccl" and not out.is_cuda:  # NCCL reduces CUDA tensors only
+        out = out.cuda()
     dist.all_reduce(out)
-    return out / dist.get_world_size()
+    return (out / dist.get_world_size()).to(value.device)

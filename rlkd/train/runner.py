@@ -24,8 +24,8 @@ from typing import Any
 import torch
 import yaml
 
-from rlkd.train.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, \
-    save_checkpoint
+from rlkd.core.atomic import atomic_write
+from rlkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlkd.train.distributed import allreduce_mean, broadcast_module_, init_distributed
 from rlkd.train.logger import TrainLogger
 
@@ -77,7 +77,7 @@ class TrainConfig:
 
 def write_yaml_atomic(path: Path, data: dict[str, Any]) -> Path:
     text = yaml.safe_dump(data, sort_keys=False).encode()
-    return atomic_write_bytes(path, lambda f: f.write(text))
+    return atomic_write(path, lambda f: f.write(text))
 
 
 def _to_plain(x):
@@ -121,17 +121,18 @@ class EpisodeStats:
 
     def flush(self) -> dict[str, float]:
         """Iteration sums all-reduced over ranks; window means for display and logs."""
+        sums = []  # (K, 2): sum and count of each statistic, one all-reduce for all of them
+        for parts in self._iter.values():
+            vals = torch.cat(parts).double().cpu() if parts else torch.zeros(0, dtype=torch.float64)
+            sums.append(torch.stack([vals.sum(), torch.tensor(float(vals.numel()),
+                                                              dtype=torch.float64)]))
+        packed = allreduce_mean(torch.stack(sums))  # mean of sums and counts keeps the ratio
         out: dict[str, float] = {}
-        for k, parts in self._iter.items():
-            vals = torch.cat(parts) if parts else torch.zeros(0)
-            packed = torch.tensor([float(vals.sum()) if vals.numel() else 0.0,
-                                   float(vals.numel())], dtype=torch.float64)
-            packed = allreduce_mean(packed)  # mean of sums and counts keeps the ratio
-            if packed[1] > 0:
-                self.window[k].append((float(packed[0]), float(packed[1])))
-            s = sum(a for a, _ in self.window[k])
-            n = sum(b for _, b in self.window[k])
-            out[k] = s / n if n else float("nan")
+        for (k, win), (total, count) in zip(self.window.items(), packed.tolist()):
+            if count > 0:
+                win.append((total, count))
+            n = sum(b for _, b in win)
+            out[k] = sum(a for a, _ in win) / n if n else float("nan")
             self._iter[k] = []
         return out
 
@@ -187,9 +188,7 @@ class OnPolicyRunner:
         payload = self.checkpoint_payload()
         ckpt_dir = self.run_dir / "checkpoints"
         path = path or ckpt_dir / f"model_{self.iteration:06d}.pt"
-        save_checkpoint(path, payload)
-        save_checkpoint(ckpt_dir / "last.pt", payload)
-        return path
+        return save_checkpoint(path, payload, copies=(ckpt_dir / "last.pt",))
 
     def _load(self, ck: dict[str, Any]) -> None:
         self.alg.load_state_dict(ck["agent"])
