@@ -69,6 +69,9 @@ class AGVWarehouseConfig:
     """Maximum range, metres; readings are clipped to it."""
     lidar_noise_std: float = 0.0
     """Gaussian range noise, metres (param ``lidar_noise_std``)."""
+    lidar_dropout: float = 0.0
+    """Probability that a ray returns nothing and reads maximum range (param ``lidar_dropout``;
+    real scanners drop returns on dark or specular surfaces)."""
     lidar_mode: str = "table"
     """``"table"``: precomputed static ranges + exact moving obstacles (fast);
     ``"exact"``: slab test against every box each step (reference)."""
@@ -99,6 +102,9 @@ class AGVWarehouseConfig:
     """Subtracted every step (off by default)."""
     obs_noise_std: float = 0.0
     """Gaussian noise on the proprioceptive part of ``policy`` obs (param ``obs_noise_std``)."""
+    action_noise_std: float = 0.0
+    """Gaussian actuation noise added to the command reaching the motors, in action units
+    (param ``action_noise_std``)."""
     max_episode_steps: int = 400
     """Time limit in control steps (truncation)."""
 

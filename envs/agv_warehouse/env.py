@@ -31,8 +31,13 @@ critic      ``policy`` without noise, then robot pose (x / W, y / H, cos, sin), 
 ``max_episode_steps``. Finished episodes report ``success``, ``collision`` and ``timeout``.
 
 **Params** (per-env tensors in ``env.params``): ``slip``, ``max_lin_vel``, ``max_ang_vel``,
-``lin_acc``, ``ang_acc``, ``action_latency`` (int64 steps), ``lidar_noise_std`` (m),
-``obs_noise_std``.
+``lin_acc``, ``ang_acc``, ``action_latency`` (int64 steps), ``action_noise_std`` (action
+units), ``lidar_noise_std`` (m), ``lidar_dropout`` (probability per ray; a dropped ray reads
+maximum range in ``policy``), ``obs_noise_std``. ``PERTURBATIONS`` maps the sim-to-real
+perturbation kinds onto them.
+
+**Metrics** (``info["metrics"]``, per step): ``clearance`` (closest lidar return, m, noise-free)
+and ``speed`` (|linear velocity|, m/s).
 
 **Version history**: v0 (first release).
 """
@@ -68,6 +73,21 @@ class AGVWarehouseEnv(BatchedEnv):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     NUM_GOAL_CANDIDATES = 16
+    #: How sim-to-real perturbation kinds act on this kinematic robot: a heavier body (``mass``)
+    #: or a larger yaw ``inertia`` with the same motors accelerates slower; ``friction`` below 1
+    #: loses traction (slip); ``motor_strength`` scales top speeds and accelerations.
+    PERTURBATIONS = {
+        "mass": (("lin_acc", "divide"),),
+        "inertia": (("ang_acc", "divide"),),
+        "friction": (("slip", "traction"),),
+        "motor_strength": (("max_lin_vel", "scale"), ("max_ang_vel", "scale"),
+                           ("lin_acc", "scale"), ("ang_acc", "scale")),
+        "action_latency": (("action_latency", "set"),),
+        "action_noise": (("action_noise_std", "set"),),
+        "obs_noise": (("obs_noise_std", "set"),),
+        "lidar_noise": (("lidar_noise_std", "set"),),
+        "sensor_dropout": (("lidar_dropout", "set"),),
+    }
 
     def __init__(self, cfg: AGVWarehouseConfig, num_envs: int = 1, device="cpu", seed: int = 0,
                  validate_actions: bool = True):
@@ -114,6 +134,7 @@ class AGVWarehouseEnv(BatchedEnv):
             "max_ang_vel": full(c.max_ang_vel), "lin_acc": full(c.lin_acc),
             "ang_acc": full(c.ang_acc), "action_latency": full(c.action_latency, torch.int64),
             "lidar_noise_std": full(c.lidar_noise_std), "obs_noise_std": full(c.obs_noise_std),
+            "lidar_dropout": full(c.lidar_dropout), "action_noise_std": full(c.action_noise_std),
         }
         # State.
         z = lambda *s: torch.zeros(num_envs, *s, device=dev)  # noqa: E731
@@ -132,6 +153,7 @@ class AGVWarehouseEnv(BatchedEnv):
         self._collided = torch.zeros(num_envs, dtype=torch.bool, device=dev)
         self._reached = torch.zeros(num_envs, dtype=torch.bool, device=dev)
         self._progress = z()
+        self._clearance = z()
 
         n_policy = 8 + R
         n_critic = n_policy + 4 + 2 + 4 * K + 3
@@ -222,7 +244,32 @@ class AGVWarehouseEnv(BatchedEnv):
 
     # ------------------------------------------------------------------ step
     def _step_sim(self, actions: torch.Tensor) -> None:
-        c, p = self.cfg, self.params
+        c = self.cfg
+        applied = self._command(actions)
+        self.prev_action = actions
+        self._drive(applied)
+        if c.num_obstacles:  # obstacles shuttle along their segments
+            self.obs_phase = self.obs_phase + self.obs_rate * c.dt
+            new = self._obstacle_pos(self.obs_seg, self.obs_phase)
+            self.obs_vel = (new - self.obs_pos) / c.dt
+            self.obs_pos = new
+        collided = self._collisions()
+        # Goals, visited in order.
+        goal = self._current_goal(None)
+        dist = (goal - self.pos).norm(dim=-1)
+        reached = (dist < c.goal_radius) & ~collided
+        self._progress = self.goal_dist - dist
+        self.goal_idx = self.goal_idx + reached.long()
+        if c.num_goals > 1:  # next goal's distance becomes the progress baseline
+            nxt = self.goals[self._all_ids, self.goal_idx.clamp_max(c.num_goals - 1)]
+            dist = torch.where(reached, (nxt - self.pos).norm(dim=-1), dist)
+        self.goal_dist = dist
+        self._collided, self._reached = collided, reached
+
+    def _command(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(N, 2)`` command reaching the motors this step, in [-1, 1]: ``actions`` delayed by
+        ``action_latency`` steps, plus Gaussian ``action_noise_std`` (actuation noise)."""
+        p = self.params
         # Command latency: write this step's command, read the one issued `latency` steps ago.
         if self._buf_len > 1:
             self.action_buf[:, self._buf_ptr] = actions
@@ -232,18 +279,24 @@ class AGVWarehouseEnv(BatchedEnv):
             self._buf_ptr = (self._buf_ptr + 1) % self._buf_len
         else:
             applied = actions
-        self.prev_action = actions
+        std = p["action_noise_std"]
+        if bool((std > 0).any()):
+            applied = (applied + self.rng.normal(None, 2) * std[:, None]).clamp(-1.0, 1.0)
+        return applied
+
+    def _drive(self, applied: torch.Tensor) -> None:
+        """Advance the robots' pose and body velocities by ``dt`` under the motor command
+        ``applied (N, 2)`` (fractions of the top speeds). The PyBullet twin overrides this."""
+        p = self.params
         self.pos, self.heading, self.lin_vel, self.ang_vel = unicycle_step(
             self.pos, self.heading, self.lin_vel, self.ang_vel,
             applied[:, 0] * p["max_lin_vel"], applied[:, 1] * p["max_ang_vel"],
-            p["lin_acc"], p["ang_acc"], p["slip"], c.dt)
-        # Obstacles shuttle along their segments.
-        if c.num_obstacles:
-            self.obs_phase = self.obs_phase + self.obs_rate * c.dt
-            new = self._obstacle_pos(self.obs_seg, self.obs_phase)
-            self.obs_vel = (new - self.obs_pos) / c.dt
-            self.obs_pos = new
-        # Collisions: robot disc against boxes (broadcast per layout), walls, obstacles.
+            p["lin_acc"], p["ang_acc"], p["slip"], self.cfg.dt)
+
+    def _collisions(self) -> torch.Tensor:
+        """``(N,) bool``: the robot disc touches a box (broadcast per layout), a wall or a moving
+        obstacle."""
+        c = self.cfg
         L, Gr = self.num_layouts, self.group
         r = c.robot_radius
         pos = self.pos.view(L, Gr, 1, 2)
@@ -257,17 +310,7 @@ class AGVWarehouseEnv(BatchedEnv):
         if c.num_obstacles:
             d_obs = (self.obs_pos - self.pos[:, None]).norm(dim=-1)
             collided = collided | (d_obs < r + c.obstacle_radius).any(dim=-1)
-        # Goals, visited in order.
-        goal = self._current_goal(None)
-        dist = (goal - self.pos).norm(dim=-1)
-        reached = (dist < c.goal_radius) & ~collided
-        self._progress = self.goal_dist - dist
-        self.goal_idx = self.goal_idx + reached.long()
-        if c.num_goals > 1:  # next goal's distance becomes the progress baseline
-            nxt = self.goals[self._all_ids, self.goal_idx.clamp_max(c.num_goals - 1)]
-            dist = torch.where(reached, (nxt - self.pos).norm(dim=-1), dist)
-        self.goal_dist = dist
-        self._collided, self._reached = collided, reached
+        return collided
 
     def _current_goal(self, env_ids: torch.Tensor | None) -> torch.Tensor:
         """``(M, 2)`` goal each env is heading to (the last one once all are reached)."""
@@ -291,6 +334,9 @@ class AGVWarehouseEnv(BatchedEnv):
         success = self.goal_idx >= c.num_goals
         terminated = self._collided | success
         return reward, terminated, terms, {"success": success, "collision": self._collided}
+
+    def _metrics(self) -> dict[str, torch.Tensor]:
+        return {"clearance": self._clearance, "speed": self.lin_vel.abs()}
 
     # ------------------------------------------------------------------ observations
     def _lidar(self, env_ids: torch.Tensor | None) -> torch.Tensor:
@@ -339,6 +385,8 @@ class AGVWarehouseEnv(BatchedEnv):
         lidar = self._lidar(env_ids) / c.lidar_range
         clean = torch.cat([proprio, lidar], dim=-1)
         policy = clean
+        if env_ids is None:
+            self._clearance = lidar.amin(dim=-1) * c.lidar_range
         lidar_std, obs_std = sel(p["lidar_noise_std"]), sel(p["obs_noise_std"])
         if bool((lidar_std > 0).any()) or bool((obs_std > 0).any()):
             noise = self.rng.normal(env_ids, clean.shape[1])
@@ -347,6 +395,11 @@ class AGVWarehouseEnv(BatchedEnv):
                                (lidar_std / c.lidar_range)[:, None].expand(-1, c.lidar_rays)], dim=1)
             policy = clean + noise * scale
             policy[:, 8:] = policy[:, 8:].clamp(0.0, 1.0)
+        dropout = sel(p["lidar_dropout"])
+        if bool((dropout > 0).any()):
+            lost = self.rng.uniform(env_ids, c.lidar_rays) < dropout[:, None]
+            policy = policy.clone() if policy is clean else policy
+            policy[:, 8:] = torch.where(lost, torch.ones_like(lidar), policy[:, 8:])
         parts = [clean, pos[:, 0:1] / self.world[0], pos[:, 1:2] / self.world[1],
                  cos[:, None], sin[:, None], goal[:, 0:1] / self.world[0], goal[:, 1:2] / self.world[1]]
         if c.num_obstacles:

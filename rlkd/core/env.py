@@ -12,6 +12,11 @@ Subclasses write the task once on batched tensors by filling in four hooks:
 * ``_step_sim(actions)``: advance every env by one control step; ``actions`` are clipped to [-1, 1].
 * ``_observe(env_ids)``: observation dict for the given rows (``None`` = all envs).
 * ``_evaluate()``: ``(reward, terminated, reward_terms, episode_flags)`` after a step.
+
+Two optional hooks serve evaluation tools: ``_metrics()`` (per-env diagnostics of the step, such as
+tracking error or peak contact force, returned in ``info["metrics"]``) and the class table
+``PERTURBATIONS`` (which sim-to-real perturbation kinds the task supports and which ``params``
+they act on; see :mod:`rlkd.sim2real.suites`).
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class BatchedEnv(abc.ABC):
 
     observation_spaces: dict[str, spaces.Box]
     action_space: spaces.Box
+    #: Sim-to-real perturbation kinds the task supports: ``kind -> ((param, op), ...)`` where
+    #: ``op`` is one of :data:`rlkd.sim2real.suites.OPS` (e.g. ``"mass": (("lin_acc", "divide"),)``).
+    PERTURBATIONS: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def __init__(self, cfg: Any, num_envs: int = 1, device: str | torch.device = "cpu",
                  seed: int = 0, validate_actions: bool = True):
@@ -89,6 +97,12 @@ class BatchedEnv(abc.ABC):
         """After a step: ``reward (N,)``, ``terminated (N,) bool``, per-term rewards ``{name: (N,)}``
         and per-env episode flags reported when an episode ends (e.g. ``{"success": (N,) bool}``)."""
 
+    def _metrics(self) -> dict[str, torch.Tensor]:
+        """Per-env diagnostics of the step just taken, ``{name: (N,) float}`` in the units the
+        task documents (e.g. tracking error, peak contact force); returned in ``info["metrics"]``
+        and aggregated per episode (mean and max) by :mod:`rlkd.sim2real`. None by default."""
+        return {}
+
     def _state_finite(self) -> torch.Tensor:
         """``(N,) bool``: False where the simulation state diverged (NaN/Inf). Override if the
         observation alone cannot reveal it."""
@@ -126,8 +140,9 @@ class BatchedEnv(abc.ABC):
             ``obs, reward (N,) float32, terminated (N,) bool, truncated (N,) bool, info`` where
             ``info`` holds ``final_obs`` (dict of rows for the envs that ended, which were reset in
             this call), ``final_mask`` (N,) bool, ``episode`` (finished episodes' ``return``,
-            ``length``, flags such as ``success``, and ``env_ids``), ``reward_terms`` and
-            ``sim_unstable`` (number of envs reset because their state diverged).
+            ``length``, flags such as ``success``, and ``env_ids``), ``reward_terms``,
+            ``sim_unstable`` (number of envs reset because their state diverged) and, for tasks
+            that define them, ``metrics`` (per-env diagnostics of this step).
         """
         if self._obs is None:
             raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
@@ -136,6 +151,7 @@ class BatchedEnv(abc.ABC):
         self.episode_length_buf += 1
         self._obs = self._observe(None)
         reward, terminated, terms, flags = self._evaluate()
+        metrics = self._metrics()
 
         # A diverged env must never poison the batch: end it, zero its reward, reset it.
         unstable = ~self._state_finite()
@@ -152,6 +168,8 @@ class BatchedEnv(abc.ABC):
         done = terminated | truncated
         info: dict[str, Any] = {"reward_terms": terms, "sim_unstable": n_unstable,
                                 "final_mask": done}
+        if metrics:
+            info["metrics"] = metrics
         done_ids = done.nonzero().squeeze(-1)
         if done_ids.numel() > 0:
             info["final_obs"] = {k: v[done_ids] for k, v in self._obs.items()}
