@@ -29,6 +29,9 @@ class AGVWarehouseConfig:
     """Distinct layouts; env ``i`` uses layout ``i // (num_envs / layouts)`` (groups share geometry)."""
     layout_seed: int = -1
     """Seed of the layout generator; -1 derives it from the env's ``seed`` at construction."""
+    layout_offset: int = 0
+    """Index of the first layout drawn (layout ``k`` of a seed is the same warehouse whatever
+    ``num_layouts`` is, so ``num_layouts=1, layout_offset=k`` rebuilds one env's world)."""
 
     # --- robot (differential drive, unicycle kinematics)
     robot_radius: float = 0.3

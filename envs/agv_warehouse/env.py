@@ -52,7 +52,7 @@ import torch
 
 from rlkd.core.env import BatchedEnv, Obs
 from rlkd.core.spaces import action_box, box
-from rlkd.sim.diffdrive import unicycle_step
+from rlkd.sim.diffdrive import unicycle_step, wrap_angle
 from rlkd.sim.raycast2d import RangeTable, cast_boxes_exact, cast_circles_even
 
 from .config import AGVWarehouseConfig
@@ -73,6 +73,8 @@ class AGVWarehouseEnv(BatchedEnv):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     NUM_GOAL_CANDIDATES = 16
+    STATE_NAMES = ("x", "y", "heading", "lin_vel", "ang_vel", "goal_x", "goal_y")
+    TWIN_ID = "AGVWarehouseBullet-v0"
     #: How sim-to-real perturbation kinds act on this kinematic robot: a heavier body (``mass``)
     #: or a larger yaw ``inertia`` with the same motors accelerates slower; ``friction`` below 1
     #: loses traction (slip); ``motor_strength`` scales top speeds and accelerations.
@@ -163,7 +165,7 @@ class AGVWarehouseEnv(BatchedEnv):
     # ------------------------------------------------------------------ construction
     def _build_layouts(self) -> tuple[LayoutSet, RangeTable | None]:
         c = self.cfg
-        key = (self.num_layouts, self.layout_seed, str(self.device), c.map_width, c.map_height,
+        key = (self.num_layouts, self.layout_seed, c.layout_offset, str(self.device), c.map_width, c.map_height,
                c.shelf_rows, c.shelf_depth, c.cross_aisles, c.cross_aisle_width, c.clutter_boxes,
                c.robot_radius, c.obstacle_radius, c.lidar_range, c.lidar_mode,
                c.lidar_table_resolution, c.lidar_table_angles)
@@ -171,7 +173,7 @@ class AGVWarehouseEnv(BatchedEnv):
             layouts = generate_layouts(
                 self.num_layouts, self.layout_seed, c.map_width, c.map_height, c.shelf_rows,
                 c.shelf_depth, c.cross_aisles, c.cross_aisle_width, c.clutter_boxes,
-                c.robot_radius, c.obstacle_radius, device=self.device)
+                c.robot_radius, c.obstacle_radius, device=self.device, offset=c.layout_offset)
             table = None
             if c.lidar_mode == "table":
                 table = RangeTable(layouts.boxes, self.world, c.lidar_range,
@@ -236,6 +238,32 @@ class AGVWarehouseEnv(BatchedEnv):
 
     def _state_finite(self) -> torch.Tensor:
         return torch.isfinite(self.pos).all(dim=-1) & torch.isfinite(self.heading)
+
+    # ------------------------------------------------------------------ measured state
+    def get_state(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``(M, 7)``: x, y (m, world frame), heading (rad), linear (m/s) and angular (rad/s)
+        velocity, current goal x, y (m)."""
+        sel = (lambda t: t) if env_ids is None else (lambda t: t[env_ids])  # noqa: E731
+        return torch.cat([sel(self.pos), torch.stack([sel(self.heading), sel(self.lin_vel),
+                                                      sel(self.ang_vel)], dim=-1),
+                          self._current_goal(env_ids)], dim=-1)
+
+    def _set_state(self, env_ids: torch.Tensor, states: torch.Tensor,
+                   prev_actions: torch.Tensor) -> None:
+        # Every remaining goal becomes the logged one: a log records the goal being driven to.
+        self.pos[env_ids] = states[:, 0:2]
+        self.heading[env_ids] = wrap_angle(states[:, 2])
+        self.lin_vel[env_ids] = states[:, 3]
+        self.ang_vel[env_ids] = states[:, 4]
+        self.goals[env_ids] = states[:, None, 5:7]
+        self.goal_idx[env_ids] = 0
+        self.goal_dist[env_ids] = (states[:, 5:7] - states[:, 0:2]).norm(dim=-1)
+        self.prev_action[env_ids] = prev_actions
+
+    def world_overrides(self, env_index: int) -> dict:
+        lay = int(self.layout_of_env[env_index])
+        return {"layout_seed": int(self.layout_seed), "num_layouts": 1,
+                "layout_offset": int(self.cfg.layout_offset) + lay}
 
     @staticmethod
     def _obstacle_pos(seg: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:

@@ -128,11 +128,12 @@ def generate_layouts(num_layouts: int, seed: int, width: float, height: float, s
                      shelf_depth: float, cross_aisles: int, cross_aisle_width: float,
                      clutter_boxes: int, robot_radius: float, obstacle_radius: float,
                      patrol_segments: int = 16, free_cell: float = 0.25,
-                     device: torch.device | str = "cpu") -> LayoutSet:
-    """Generate ``num_layouts`` warehouses from ``seed`` (layout ``i`` uses seed ``(seed, i)``)."""
+                     device: torch.device | str = "cpu", offset: int = 0) -> LayoutSet:
+    """Generate ``num_layouts`` warehouses from ``seed``: layouts ``offset .. offset +
+    num_layouts - 1``, layout ``i`` from seed ``(seed, i)``."""
     margin = 2.0 * robot_radius + 1.0
     all_boxes, all_free, all_patrol = [], [], []
-    for i in range(num_layouts):  # init-time only, a handful of layouts
+    for i in range(offset, offset + num_layouts):  # init-time only, a handful of layouts
         rng = np.random.default_rng([seed & 0xFFFFFFFF, i])
         b = _shelf_boxes(rng, width, height, shelf_rows, shelf_depth, cross_aisles,
                          cross_aisle_width, clutter_boxes, margin)

@@ -59,6 +59,11 @@ class BatchedEnv(abc.ABC):
     #: Sim-to-real perturbation kinds the task supports: ``kind -> ((param, op), ...)`` where
     #: ``op`` is one of :data:`rlkd.sim2real.suites.OPS` (e.g. ``"mass": (("lin_acc", "divide"),)``).
     PERTURBATIONS: dict[str, tuple[tuple[str, str], ...]] = {}
+    #: Columns of :meth:`get_state` / :meth:`set_state`: the measured state a robot's log
+    #: records (empty for tasks without state access).
+    STATE_NAMES: tuple[str, ...] = ()
+    #: Registry id of an independent-physics twin of this task (sim-to-real evaluation), if any.
+    TWIN_ID: str | None = None
 
     def __init__(self, cfg: Any, num_envs: int = 1, device: str | torch.device = "cpu",
                  seed: int = 0, validate_actions: bool = True):
@@ -200,6 +205,40 @@ class BatchedEnv(abc.ABC):
         if self._obs is None:
             raise RuntimeError("get_observations() called before reset()")
         return self._clone_obs(self._obs)
+
+    # ------------------------------------------------------------------ measured state (replay)
+    def get_state(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``(M, len(STATE_NAMES))`` float32 measured state of ``env_ids`` (all if ``None``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its state (STATE_NAMES)")
+
+    def set_state(self, env_ids: torch.Tensor, states: torch.Tensor,
+                  prev_actions: torch.Tensor | None = None) -> None:
+        """Teleport ``env_ids`` ((M,) int64) to ``states`` ((M, len(STATE_NAMES))), with
+        ``prev_actions`` (M, act_dim) as the last command where the observation includes it
+        (default zeros). The episode goes on (its step count is kept); the current observation
+        of those envs is recomputed."""
+        env_ids = torch.as_tensor(env_ids, dtype=torch.int64, device=self.device).reshape(-1)
+        states = torch.as_tensor(states, dtype=torch.float32, device=self.device)
+        if tuple(states.shape) != (env_ids.numel(), len(self.STATE_NAMES)):
+            raise ValueError(f"states have shape {tuple(states.shape)}, expected "
+                             f"({env_ids.numel()}, {len(self.STATE_NAMES)}): columns "
+                             f"{list(self.STATE_NAMES)}")
+        if prev_actions is None:
+            prev_actions = torch.zeros(env_ids.numel(), self.act_dim, device=self.device)
+        self._set_state(env_ids, states, torch.as_tensor(prev_actions, dtype=torch.float32,
+                                                         device=self.device))
+        if self._obs is not None:
+            for k, v in self._observe(env_ids).items():
+                self._obs[k][env_ids] = v
+
+    def _set_state(self, env_ids: torch.Tensor, states: torch.Tensor,
+                   prev_actions: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support set_state")
+
+    def world_overrides(self, env_index: int) -> dict[str, Any]:
+        """Config overrides that rebuild env ``env_index``'s world (layout, terrain) in a fresh
+        env of any size, so a log recorded in one batch replays in another. None by default."""
+        return {}
 
     # ------------------------------------------------------------------ state (exact resume)
     def state_dict(self) -> dict[str, Any]:

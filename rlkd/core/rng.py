@@ -1,6 +1,7 @@
 """Counter-based per-env random streams.
 
-Every env owns an independent stream keyed by ``(seed, env_id)``; a draw for a subset of envs
+Every env owns an independent stream keyed by ``(seed, stream_id)`` (the stream id is the env
+index unless :meth:`BatchRNG.set_streams` maps several envs onto one stream); a draw for a subset of envs
 advances only their counters. Streams are computed with integer hashing on tensors, so a batch of
 draws is a handful of vectorised ops (no per-env generator objects, no Python loop) and the numbers
 are identical on CPU and CUDA. This is what makes ``reset(seed=s)`` reproducible for the whole batch
@@ -39,20 +40,38 @@ class BatchRNG:
     def __init__(self, num_envs: int, seed: int, device: torch.device | str = "cpu"):
         self.num_envs = num_envs
         self.device = torch.device(device)
+        #: ``(num_envs,)`` int64 stream of each env; env ``i`` uses stream ``i`` unless
+        #: :meth:`set_streams` says otherwise.
+        self.stream_ids = torch.arange(num_envs, dtype=torch.int64, device=self.device)
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
         """Restart every stream from ``seed``."""
         self.seed = int(seed)
         s = torch.tensor(self.seed & _MASK32, dtype=torch.int64, device=self.device)
-        ids = torch.arange(self.num_envs, dtype=torch.int64, device=self.device)
+        ids = self.stream_ids
         self._key = _hash32(_hash32(ids * 0x9E3779B9 + s) ^ _hash32(s + 0x632BE5AB))
         self._counter = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
 
+    def set_streams(self, stream_ids: torch.Tensor) -> None:
+        """Give env ``i`` stream ``stream_ids[i]`` (restarting all streams at the current seed).
+
+        Envs sharing a stream draw the same numbers: evaluators use this for common random
+        numbers, e.g. the same initial states under every perturbation of a sim-to-real suite.
+        """
+        ids = torch.as_tensor(stream_ids, dtype=torch.int64, device=self.device).reshape(-1)
+        if ids.numel() != self.num_envs:
+            raise ValueError(f"set_streams needs {self.num_envs} stream ids, got {ids.numel()}")
+        self.stream_ids = ids.clone()
+        self.reseed(self.seed)
+
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "counter": self._counter.clone()}
+        return {"seed": self.seed, "counter": self._counter.clone(),
+                "stream_ids": self.stream_ids.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        if "stream_ids" in state:
+            self.stream_ids = state["stream_ids"].to(self.device).clone()
         self.reseed(state["seed"])
         self._counter.copy_(state["counter"].to(self.device))
 
