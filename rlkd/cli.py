@@ -1,4 +1,4 @@
-"""The ``rlkd`` command: list, train, play, bench.
+"""The ``rlkd`` command: list, train, play, eval, bench.
 
 Examples::
 
@@ -9,6 +9,8 @@ Examples::
     torchrun --nproc_per_node 2 -m rlkd train --device cpu --out runs/ddp   # data parallel
     rlkd play runs/rnd --video out.mp4           # replay a trained policy
     rlkd play AGVWarehouse-v0 --policy scripted --video out.mp4
+    rlkd eval sim2real runs/rnd --suite default --out report/    # sim-to-real report
+    rlkd eval sim2real runs/rnd --real-log robot.npz --out report/
     rlkd bench AGVWarehouse-v0 --num-envs 1 64 1024 4096 --json bench.json
 
 Env config overrides go through ``--set key=value`` (values parsed as YAML: numbers, booleans,
@@ -80,25 +82,14 @@ def play_cmd(
     from rich.console import Console
 
     import rlkd
-    from rlkd.policies import make_policy
+    from rlkd.policies import policy_source
     from rlkd.render import overlay_text, write_video
 
-    overrides = _overrides(set)
-    label, pi = policy, None
-    if Path(env).exists():
-        from rlkd.train import load_policy
-        from rlkd.train.runner import policy_group
-
-        cfg, net = load_policy(env, device=device)
-        group = policy_group(cfg)
-        label = f"{cfg.agent} ({Path(env).name})"
-        env = cfg.env
-        overrides = {**cfg.env_overrides, **overrides}
-        pi = lambda obs: net.act_deterministic(obs[group]).clamp(-1.0, 1.0)  # noqa: E731
-    e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed, **overrides)
+    env, run_overrides, factory, label = policy_source(env, policy, device, seed)
+    e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed,
+                  **{**run_overrides, **_overrides(set)})
     obs, _ = e.reset(seed=seed)
-    if pi is None:
-        pi = make_policy(policy, e, seed)
+    pi = factory(e)
     frames = []
     returns, lengths, successes = [], [], []
     ids = list(range(num_envs))
@@ -191,6 +182,104 @@ def train_cmd(
                         f"{runner.run_dir}")
 
 
+def eval_cmd(
+    kind: Annotated[Literal["sim2real"], tyro.conf.arg(help="evaluation kind")],
+    run: Annotated[str, tyro.conf.arg(
+        help="run directory / checkpoint of `rlkd train`, or an env id (then --policy)",
+        metavar="RUN")],
+    /,
+    suite: str = "default",
+    out: Path = Path("report"),
+    episodes: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+    policy: Literal["random", "zero", "scripted"] = "random",
+    condition: tuple[str, ...] = (),
+    twin: bool = True,
+    twin_episodes: int = 32,
+    real_log: Path | None = None,
+    record_log: Path | None = None,
+    resamples: int = 2000,
+    set: tuple[str, ...] = (),
+) -> None:
+    """Sim-to-real evaluation of a policy: perturbation suite, twin engine, real-log replay.
+
+    Runs every condition of the suite x ``episodes`` as one batch of envs (same initial states
+    under every condition), the nominal episodes again on the task's twin engine (PyBullet for
+    the AGV), and optionally replays a robot log; writes report.json, report.md and PNG plots
+    (conditions.png, twin.png, divergence.png) atomically under ``out``.
+
+    Args:
+        kind: sim2real.
+        run: run directory or checkpoint (its env, overrides and policy), or an env id.
+        suite: default, dynamics, sensing, latency, or a YAML suite file.
+        out: report directory.
+        episodes: episodes per condition (a multiple of 8 keeps AGV episodes paired).
+        seed: env seed (worlds, initial states, noise).
+        device: torch device of the fast sim (the twin runs on CPU).
+        policy: stand-in policy when ``run`` is an env id.
+        condition: extra conditions, ``name:kind=value[,kind=value]`` (kinds: mass, inertia,
+            friction, motor_strength, pd_gains, action_latency, action_noise, obs_noise,
+            sensor_dropout, lidar_noise, tactile_noise; ``param.<name>=v`` writes a raw param).
+        twin: also evaluate the nominal episodes on the task's twin engine, if it has one.
+        twin_episodes: nominal episodes run on the twin (it is a per-env Python loop: slower).
+        real_log: a robot log (.npz, format in README / rlkd.sim2real.replay) to replay.
+        record_log: first record a log of this policy on the twin engine (or the sim when the
+            task has none) to this path; it is replayed unless --real-log names another.
+        resamples: bootstrap resamples of the confidence intervals.
+        set: env config overrides, key=value (added to a run's own overrides).
+    """
+    import torch
+    from rich.console import Console
+
+    import rlkd
+    from rlkd.policies import policy_source
+    from rlkd.sim2real import evaluate_suite, load_suite, parse_condition
+    from rlkd.sim2real.replay import load_log, record_log as record, replay_log, save_log
+    from rlkd.sim2real.report import write_report
+
+    con = Console()
+    try:
+        env_id, overrides, factory, label = policy_source(run, policy, device, seed)
+        overrides = {**overrides, **_overrides(set)}
+        s = load_suite(suite)
+        s.conditions += [parse_condition(c) for c in condition]
+        probe = rlkd.make(env_id, num_envs=1, seed=seed, **overrides)
+        twin_id = probe.TWIN_ID
+        probe.close()
+        if twin and twin_id is None:
+            con.print(f"{env_id} has no twin engine: skipping the twin evaluation")
+        if record_log is not None:
+            rec_id = twin_id or env_id
+            rec_env = rlkd.make(rec_id, num_envs=8, seed=seed + 1, **overrides)
+            log = record(rec_env, factory(rec_env), seed=seed + 1, env_overrides=overrides)
+            rec_env.close()
+            con.print(f"recorded {log.steps} steps on {rec_id}: {save_log(record_log, log)}")
+            real_log = real_log or record_log
+        con.print(f"evaluating {label} on {env_id}: suite {s.name}, {len(s.conditions)} "
+                  f"conditions x {episodes} episodes in one batch")
+        result = evaluate_suite(factory, env_id, s, episodes=episodes, seed=seed, device=device,
+                                env_overrides=overrides, twin=twin and twin_id is not None,
+                                twin_episodes=min(twin_episodes, episodes))
+        replay = None
+        if real_log is not None:
+            replay = replay_log(load_log(real_log), env_id, result.conditions, factory, device,
+                                overrides, seed)
+    except ValueError as e:  # bad suite, condition, log, env id: one clear line, no traceback
+        raise SystemExit(f"error: {e}")
+    paths = write_report(out, result, {"policy": label, "seed": seed, "episodes": episodes,
+                                       "run": str(run), "env_overrides": overrides},
+                         replay=replay, resamples=resamples)
+    nominal = result.per_condition["nominal"]
+    key = "success" if "success" in nominal else "return"
+    con.print(f"{key} per condition (mean over {episodes} episodes):")
+    for cond in result.conditions:
+        con.print(f"  {cond.name:<20} {float(torch.as_tensor(result.per_condition[cond.name][key]).nanmean()):.3f}")
+    if result.skipped:
+        con.print(f"not applicable: {', '.join(result.skipped)}")
+    con.print("report: " + ", ".join(str(p) for p in paths.values()))
+
+
 def bench_cmd(
     env: Annotated[str, tyro.conf.arg(help="env id")] = "AGVWarehouse-v0",
     /,
@@ -240,7 +329,8 @@ def bench_cmd(
         con.print(f"results: {write_json_atomic(json, res)}")
 
 
-COMMANDS = {"list": list_cmd, "train": train_cmd, "play": play_cmd, "bench": bench_cmd}
+COMMANDS = {"list": list_cmd, "train": train_cmd, "play": play_cmd, "eval": eval_cmd,
+            "bench": bench_cmd}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Stand-in policies for ``rlkd play`` / ``rlkd bench`` until a checkpoint is given."""
+"""Policies for ``rlkd play`` / ``rlkd eval``: a trained run's, or a stand-in (random, zero,
+scripted) when an env id is given instead of a run."""
 
 from __future__ import annotations
 
@@ -23,3 +24,31 @@ def make_policy(name: str, env, seed: int = 0) -> Policy:
             raise ValueError(f"{env.spec_id} has no scripted policy; use random or zero")
         return factory()
     raise ValueError(f"unknown policy {name!r}: choose random, zero or scripted")
+
+
+#: Builds the policy for a given env (it may need the env's batch size or device).
+PolicyFactory = Callable[[object], Policy]
+
+
+def policy_source(target: str, stand_in: str = "random", device: str = "cpu",
+                  seed: int = 0) -> tuple[str, dict, PolicyFactory, str]:
+    """What to evaluate: ``(env_id, env_overrides, policy_factory, label)``.
+
+    ``target`` is a run directory / checkpoint of ``rlkd train`` (its env, its overrides, its
+    policy with mean actions and frozen normalizers) or an env id (no overrides, the
+    ``stand_in`` policy). Raises ``CheckpointError`` for a corrupt checkpoint.
+    """
+    from pathlib import Path
+
+    if not Path(target).exists():
+        return target, {}, lambda env: make_policy(stand_in, env, seed), stand_in
+    from rlkd.train import load_policy
+    from rlkd.train.runner import policy_group
+
+    cfg, net = load_policy(target, device=device)
+    group = policy_group(cfg)
+
+    def factory(env) -> Policy:
+        return lambda obs: net.act_deterministic(obs[group]).clamp(-1.0, 1.0)
+
+    return cfg.env, dict(cfg.env_overrides), factory, f"{cfg.agent} ({Path(target).name})"

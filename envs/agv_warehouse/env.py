@@ -37,7 +37,7 @@ maximum range in ``policy``), ``obs_noise_std``. ``PERTURBATIONS`` maps the sim-
 perturbation kinds onto them.
 
 **Metrics** (``info["metrics"]``, per step): ``clearance`` (closest lidar return, m, noise-free)
-and ``speed`` (|linear velocity|, m/s).
+and ``speed`` (ground speed after slip, m/s).
 
 **Version history**: v0 (first release).
 """
@@ -75,6 +75,7 @@ class AGVWarehouseEnv(BatchedEnv):
     NUM_GOAL_CANDIDATES = 16
     STATE_NAMES = ("x", "y", "heading", "lin_vel", "ang_vel", "goal_x", "goal_y")
     TWIN_ID = "AGVWarehouseBullet-v0"
+    REPORT_METRICS = {"clearance": "min", "speed": "mean"}
     #: How sim-to-real perturbation kinds act on this kinematic robot: a heavier body (``mass``)
     #: or a larger yaw ``inertia`` with the same motors accelerates slower; ``friction`` below 1
     #: loses traction (slip); ``motor_strength`` scales top speeds and accelerations.
@@ -364,7 +365,8 @@ class AGVWarehouseEnv(BatchedEnv):
         return reward, terminated, terms, {"success": success, "collision": self._collided}
 
     def _metrics(self) -> dict[str, torch.Tensor]:
-        return {"clearance": self._clearance, "speed": self.lin_vel.abs()}
+        return {"clearance": self._clearance,
+                "speed": self.lin_vel.abs() * (1.0 - self.params["slip"])}
 
     # ------------------------------------------------------------------ observations
     def _lidar(self, env_ids: torch.Tensor | None) -> torch.Tensor:

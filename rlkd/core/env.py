@@ -64,6 +64,9 @@ class BatchedEnv(abc.ABC):
     STATE_NAMES: tuple[str, ...] = ()
     #: Registry id of an independent-physics twin of this task (sim-to-real evaluation), if any.
     TWIN_ID: str | None = None
+    #: ``_metrics`` entries reports show, with their per-episode aggregate (``"mean"``,
+    #: ``"min"`` or ``"max"``), e.g. ``{"tracking_error": "mean", "contact_force": "max"}``.
+    REPORT_METRICS: dict[str, str] = {}
 
     def __init__(self, cfg: Any, num_envs: int = 1, device: str | torch.device = "cpu",
                  seed: int = 0, validate_actions: bool = True):
