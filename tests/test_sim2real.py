@@ -1,0 +1,241 @@
+"""Sim-to-real evaluation: suites, batched paired evaluation, statistics, log replay, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import rlkd
+from rlkd.policies import make_policy
+from rlkd.sim2real import Condition, Suite, evaluate_suite, load_suite, parse_condition
+from rlkd.sim2real.replay import LogError, load_log, record_log, replay_log, save_log
+from rlkd.sim2real.report import summarize, write_report
+from rlkd.sim2real.stats import bootstrap_gap, bootstrap_mean, dtw
+
+AGV = "AGVWarehouse-v0"
+
+
+def scripted(env):
+    return make_policy("scripted", env)
+
+
+# ----------------------------------------------------------------------------- suites
+def test_builtin_suites_start_with_nominal_and_use_known_kinds():
+    for name in ("default", "dynamics", "sensing", "latency"):
+        s = load_suite(name)
+        assert s.conditions[0].name == "nominal" and len(s.conditions) > 3
+
+
+def test_condition_ops_write_params():
+    env = rlkd.make(AGV, num_envs=4, seed=0, slip=0.1)
+    ids = torch.tensor([1, 3])
+    Condition("c", {"mass": 2.0, "friction": 0.5, "action_latency": 2.0,
+                    "motor_strength": 0.5}).apply(env, ids)
+    p = env.params
+    assert torch.allclose(p["lin_acc"], torch.tensor([2.0, 0.5, 2.0, 0.5]))  # /2 then *0.5
+    assert p["action_latency"].tolist() == [0, 2, 0, 2]
+    assert torch.allclose(p["slip"], torch.tensor([0.1, 0.55, 0.1, 0.55]))  # 1 - 0.9 * 0.5
+    assert torch.allclose(p["max_lin_vel"], torch.tensor([1.0, 0.5, 1.0, 0.5]))
+    Condition("raw", params={"slip": 0.3}).apply(env, torch.tensor([0]))
+    assert p["slip"][0].item() == pytest.approx(0.3)
+
+
+def test_condition_errors_and_applicability():
+    with pytest.raises(ValueError, match="unknown perturbation kind"):
+        Condition("x", {"gravity": 2.0})
+    env = rlkd.make(AGV, num_envs=1)
+    assert "pd_gains" in Condition("pd", {"pd_gains": 2.0}).applicable(env)
+    assert "no param" in Condition("p", params={"nope": 1.0}).applicable(env)
+    with pytest.raises(ValueError, match="does not apply"):
+        Condition("pd", {"pd_gains": 2.0}).apply(env, torch.tensor([0]))
+
+
+def test_parse_condition_and_yaml_suite(tmp_path):
+    c = parse_condition("heavy:mass=1.5,action_latency=2,param.slip=0.2")
+    assert c.perturb == {"mass": 1.5, "action_latency": 2.0} and c.params == {"slip": 0.2}
+    for bad in ("nocolon", "x:mass", "x:mass=abc"):
+        with pytest.raises(ValueError):
+            parse_condition(bad)
+    f = tmp_path / "s.yaml"
+    f.write_text("name: mine\nconditions:\n  - {name: heavy, perturb: {mass: 2}}\n")
+    s = load_suite(f)
+    assert [c.name for c in s.conditions] == ["nominal", "heavy"]  # nominal is added
+    f.write_text("conditions:\n  - {perturb: {mass: 2}}\n")
+    with pytest.raises(ValueError, match=r"conditions\[0\] needs a 'name'"):
+        load_suite(f)
+    f.write_text("conditions:\n  - {name: a, perturbs: {mass: 2}}\n")
+    with pytest.raises(ValueError, match="unknown field"):
+        load_suite(f)
+    f.write_text("conditions: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_suite(f)
+    with pytest.raises(ValueError, match="unknown suite"):
+        load_suite("no_such_suite")
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_bootstrap_mean_and_gap():
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 1.0, 400)
+    s = bootstrap_mean(x)
+    assert s["lo"] < s["mean"] < s["hi"] and s["lo"] < 1.0 < s["hi"] and s["n"] == 400
+    assert math.isnan(bootstrap_mean(np.array([1.0]))["lo"])
+    g = bootstrap_gap(x, x, paired=True)
+    assert g["gap"] == 0 and g["lo"] == 0 and g["hi"] == 0 and not g["significant"]
+    # A constant shift under large between-episode variance: the paired CI is far tighter.
+    base = rng.normal(0.0, 5.0, 200)
+    paired = bootstrap_gap(base + 0.5, base, paired=True)
+    unpaired = bootstrap_gap(base + 0.5, base, paired=False)
+    assert paired["significant"] and not unpaired["significant"]
+    assert (paired["hi"] - paired["lo"]) < 0.1 * (unpaired["hi"] - unpaired["lo"])
+
+
+def test_dtw():
+    t = np.linspace(0, 2 * np.pi, 60)
+    a = np.stack([t, np.sin(t)], -1)
+    assert dtw(a, a)["mean"] == 0.0
+    # The same path, delayed by 5 samples: DTW aligns it, lockstep distance does not.
+    b = np.concatenate([np.repeat(a[:1], 5, 0), a[:-5]])
+    lockstep = np.linalg.norm(a - b, axis=-1).mean()
+    assert dtw(a, b)["mean"] < 0.2 * lockstep
+    # Hand-checked: cost matrix |a_i - b_j| for a = [0, 1, 2], b = [0, 2].
+    r = dtw(np.array([[0.0], [1.0], [2.0]]), np.array([[0.0], [2.0]]))
+    assert r["total"] == pytest.approx(1.0) and r["path_length"] == 3
+    with pytest.raises(ValueError):
+        dtw(np.zeros((0, 2)), a)
+
+
+# ----------------------------------------------------------------------------- evaluation
+@pytest.fixture(scope="module")
+def scripted_result():
+    suite = Suite("t", "test", [Condition("nominal"), Condition("same", params={"slip": 0.0}),
+                                Condition("latency_5", {"action_latency": 5}),
+                                Condition("motor_x0.5", {"motor_strength": 0.5}),
+                                Condition("pd", {"pd_gains": 2.0})])
+    return evaluate_suite(scripted, AGV, suite, episodes=16, seed=3)
+
+
+def test_suite_is_paired_and_skips_inapplicable(scripted_result):
+    r = scripted_result
+    assert r.paired and list(r.skipped) == ["pd"]
+    assert [c.name for c in r.conditions] == ["nominal", "same", "latency_5", "motor_x0.5"]
+    # Common random numbers: a condition equal to nominal reproduces every episode exactly.
+    for k, v in r.per_condition["nominal"].items():
+        np.testing.assert_array_equal(v, r.per_condition["same"][k], err_msg=k)
+    assert r.timings["suite_envs"] == 4 * 16
+
+
+def test_larger_perturbation_changes_results(scripted_result):
+    """The metrics are sensitive: a strong perturbation differs measurably from nominal."""
+    summary = summarize(scripted_result, resamples=500)
+    by = {c["name"]: c for c in summary["conditions"]}
+    assert by["motor_x0.5"]["gap"]["length"]["significant"]
+    assert by["motor_x0.5"]["gap"]["length"]["gap"] > 0  # half the speed: longer episodes
+    assert by["motor_x0.5"]["gap"]["speed_mean"]["gap"] < -0.1
+    assert by["latency_5"]["gap"]["clearance_min"]["gap"] < 0  # late commands: closer calls
+    assert not by["same"]["gap"]["length"]["significant"]
+
+
+def test_evaluation_is_deterministic(scripted_result):
+    again = evaluate_suite(scripted, AGV, scripted_result.suite, episodes=16, seed=3)
+    for name in scripted_result.per_condition:
+        for k, v in scripted_result.per_condition[name].items():
+            np.testing.assert_array_equal(v, again.per_condition[name][k])
+
+
+def test_report_files(tmp_path, scripted_result):
+    paths = write_report(tmp_path / "rep", scripted_result, {"policy": "scripted", "seed": 3},
+                         resamples=200)
+    assert {"report.json", "report.md", "conditions.png"} <= set(paths)
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())  # strict JSON
+    assert [c["name"] for c in data["conditions"]][:2] == ["nominal", "same"]
+    assert data["skipped"] == {"pd": data["skipped"]["pd"]}
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| latency_5 |" in md and "Not applicable" in md
+    assert (tmp_path / "rep" / "conditions.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in (tmp_path / "rep").iterdir() if p.name.startswith(".")]  # no temp files
+
+
+# ----------------------------------------------------------------------------- logs
+@pytest.fixture(scope="module")
+def sim_log(tmp_path_factory):
+    env = rlkd.make(AGV, num_envs=8, seed=1)
+    log = record_log(env, scripted(env), seed=1, env_index=3)
+    path = save_log(tmp_path_factory.mktemp("log") / "log.npz", log)
+    return path
+
+
+def test_log_round_trip_and_exact_replay(sim_log):
+    log = load_log(sim_log)
+    assert log.steps > 10 and log.states.shape == (log.steps + 1, 7)
+    assert log.env_overrides["num_layouts"] == 1
+    conds = [Condition("nominal"), Condition("motor_x0.6", {"motor_strength": 0.6})]
+    r = replay_log(log, AGV, conds, policy_factory=scripted)
+    # A log recorded in the fast sim replays in it exactly; a weaker motor drifts away.
+    assert r["open_loop"]["nominal"]["final_pos_err"] < 1e-4
+    assert r["open_loop"]["motor_x0.6"]["mean_pos_err"] > 0.05
+    assert r["best_condition"] == "nominal"
+    assert r["closed_loop"]["action_diff_mean"] < 1e-5  # the same policy on the same obs
+
+
+def _corrupt(src, dst, **changes):
+    with np.load(src) as z:
+        data = {k: z[k] for k in z.files}
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k)
+        else:
+            data[k] = v
+    np.savez(dst, **data)
+    return dst
+
+
+def test_malformed_logs_name_the_field(sim_log, tmp_path):
+    log = load_log(sim_log)
+    T = log.steps
+    bad_ts = log.timestamps.copy()
+    bad_ts[5] = bad_ts[4]
+    nan_states = log.states.copy()
+    nan_states[7, 2] = np.nan
+    cases = [
+        (dict(actions=None), "missing field 'actions'"),
+        (dict(states=log.states[:T]), "field 'states' has"),
+        (dict(observations=log.observations[:-3]), "field 'observations' has"),
+        (dict(timestamps=bad_ts), "not strictly increasing"),
+        (dict(states=nan_states), "'states' has NaN/Inf at row 7"),
+        (dict(state_names=np.array(["x", "y"])), "'state_names' names 2"),
+        (dict(actions=log.actions[:, 0]), "field 'actions' has shape"),
+    ]
+    for i, (change, msg) in enumerate(cases):
+        path = _corrupt(sim_log, tmp_path / f"bad{i}.npz", **change)
+        with pytest.raises(LogError, match=msg) as e:
+            load_log(path)
+        assert f"bad{i}.npz" in str(e.value)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(LogError, match="not a readable"):
+        load_log(tmp_path / "junk.npz")
+    with pytest.raises(LogError, match="not found"):
+        load_log(tmp_path / "missing.npz")
+    fast = _corrupt(sim_log, tmp_path / "fast.npz", timestamps=log.timestamps / 2)
+    with pytest.raises(LogError, match="control period"):
+        replay_log(load_log(fast), AGV, [Condition("nominal")])
+    renamed = _corrupt(sim_log, tmp_path / "renamed.npz",
+                       state_names=np.array(["x", "y", "yaw", "v", "w", "gx", "gy"]))
+    with pytest.raises(LogError, match="state_names"):
+        replay_log(load_log(renamed), AGV, [Condition("nominal")])
+
+
+def test_set_state_round_trip():
+    env = rlkd.make(AGV, num_envs=4, seed=0)
+    env.reset(seed=0)
+    st = env.get_state()
+    other = rlkd.make(AGV, num_envs=4, seed=5)
+    other.reset(seed=5)
+    other.set_state(torch.arange(4), st)
+    torch.testing.assert_close(other.get_state(), st)
+    with pytest.raises(ValueError, match="expected"):
+        other.set_state(torch.arange(4), st[:, :3])
