@@ -13,3 +13,6 @@ if "AGVWarehouse-v0" not in _REGISTRY:
         register(f"AGVWarehouse-{_name}-v0", "rlkd.envs.agv_warehouse.env:AGVWarehouseEnv",
                  _AGVConfig, overrides=_over,
                  description=f"AGV warehouse, scene preset {_name}")
+    register("AGVWarehouseBullet-v0", "rlkd.envs.agv_warehouse.bullet_twin:AGVWarehouseBulletEnv",
+             _AGVConfig,
+             description="PyBullet twin of AGVWarehouse-v0 (independent physics for sim-to-real checks)")
