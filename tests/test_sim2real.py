@@ -296,3 +296,18 @@ def test_cli_eval_errors_are_one_line(tmp_path, sim_log):
         main(["eval", "sim2real", AGV, "--episodes", "8", "--no-twin", "--real-log", str(bad),
               "--set", "max_episode_steps=20", "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_one_at_a_time_reference_matches_the_batch():
+    """The unbatched reference (the benchmark's peer) runs the same episodes as the batch: with
+    one shared layout, episode e under each condition is identical either way."""
+    from rlkd.sim2real import evaluate_one_at_a_time
+
+    suite = Suite("t", "", [Condition("nominal"), Condition("slow", {"motor_strength": 0.6})])
+    over = {"num_layouts": 1, "max_episode_steps": 80}
+    batched = evaluate_suite(scripted, AGV, suite, episodes=3, seed=2, env_overrides=over)
+    seq = evaluate_one_at_a_time(scripted, AGV, batched.conditions, 3, seed=2, env_overrides=over)
+    for name in ("nominal", "slow"):
+        for k in ("return", "length", "success", "action_jerk", "clearance_min"):
+            np.testing.assert_allclose(seq[name][k], batched.per_condition[name][k], rtol=1e-5,
+                                       err_msg=f"{name}/{k}")

@@ -76,7 +76,7 @@ def run_first_episodes(env: BatchedEnv, policy: Policy, seed: int,
     steps_in = torch.zeros(N, dtype=torch.float64, device=dev)
     traces = []
     t = 0
-    with torch.inference_mode():
+    with torch.no_grad():
         while not bool(done.all()) and t < limit:
             if trace_ids is not None:
                 st = env.get_state(trace_ids).to(torch.float32)

@@ -171,7 +171,7 @@ def record_log(env: BatchedEnv, policy: Policy, seed: int = 0, env_index: int = 
     obs, _ = env.reset(seed=seed)
     rows_obs, rows_act, rows_state = [], [], [env.get_state(idx)[0].cpu().numpy()]
     limit = max_steps or env.max_episode_length
-    with torch.inference_mode():
+    with torch.no_grad():
         for _ in range(limit):
             actions = policy(obs)
             o = obs[obs_group][env_index].cpu().numpy()
@@ -235,7 +235,7 @@ def replay_log(log: RobotLog, env_id: str, conditions: list[Condition],
     sim[0] = env.get_state().cpu().numpy()
     ended = np.full(C, -1)
     actions = torch.as_tensor(log.actions, device=env.device)
-    with torch.inference_mode():
+    with torch.no_grad():
         for t in range(T):
             _, _, term, trunc, _ = env.step(actions[t].expand(C, -1))
             live = ended < 0
@@ -288,7 +288,7 @@ def closed_loop_check(log: RobotLog, env_id: str, policy_factory: PolicyFactory,
     logged = {k: v.clone() for k, v in sim_obs.items()}
     logged[group] = torch.as_tensor(log.observations, device=env.device)
     policy = policy_factory(env)
-    with torch.inference_mode():
+    with torch.no_grad():
         a_logged = policy(logged).cpu().numpy()
         a_sim = policy(sim_obs).cpu().numpy()
     env.close()
