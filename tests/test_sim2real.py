@@ -179,7 +179,12 @@ def test_log_round_trip_and_exact_replay(sim_log):
     assert r["open_loop"]["nominal"]["final_pos_err"] < 1e-4
     assert r["open_loop"]["motor_x0.6"]["mean_pos_err"] > 0.05
     assert r["best_condition"] == "nominal"
-    assert r["closed_loop"]["action_diff_mean"] < 1e-5  # the same policy on the same obs
+    # The log's seed/stream rebuild its moving obstacles: nominal runs the whole log, and the
+    # state-forced sim observes exactly what was logged.
+    assert log.seed == 1 and log.stream == 3
+    assert r["open_loop"]["nominal"]["ended_at"] is None
+    cl = r["closed_loop"]
+    assert cl["action_diff_mean"] < 1e-5 and cl["obs_diff_mean"] < 1e-5 and not cl["ended_early"]
 
 
 def _corrupt(src, dst, **changes):
@@ -209,6 +214,7 @@ def test_malformed_logs_name_the_field(sim_log, tmp_path):
         (dict(states=nan_states), "'states' has NaN/Inf at row 7"),
         (dict(state_names=np.array(["x", "y"])), "'state_names' names 2"),
         (dict(actions=log.actions[:, 0]), "field 'actions' has shape"),
+        (dict(stream=np.array([1.5])), "field 'stream' must be one integer"),
     ]
     for i, (change, msg) in enumerate(cases):
         path = _corrupt(sim_log, tmp_path / f"bad{i}.npz", **change)
@@ -311,3 +317,14 @@ def test_one_at_a_time_reference_matches_the_batch():
         for k in ("return", "length", "success", "action_jerk", "clearance_min"):
             np.testing.assert_allclose(seq[name][k], batched.per_condition[name][k], rtol=1e-5,
                                        err_msg=f"{name}/{k}")
+
+
+def test_twin_episodes_start_where_their_sim_slots_start():
+    pytest.importorskip("pybullet")
+    suite = Suite("t", "", [Condition("nominal"), Condition("late", {"action_latency": 2})])
+    r = evaluate_suite(scripted, AGV, suite, episodes=16, seed=4, twin=True, twin_episodes=8,
+                       env_overrides={"max_episode_steps": 30})
+    assert r.twin_paired and r.twin_slots.tolist() == [0, 2, 4, 6, 8, 10, 12, 14]
+    np.testing.assert_allclose(r.twin.traces[0], r.nominal_traces.traces[0], atol=1e-5)
+    summary = summarize(r, resamples=100)
+    assert summary["twin"]["paired"] and len(summary["twin"]["dtw_m"]["per_episode"]) == 8

@@ -148,6 +148,7 @@ class SuiteResult:
     twin_id: str | None = None
     twin: Episodes | None = None
     twin_paired: bool = False
+    twin_slots: np.ndarray | None = None
     report_metrics: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -173,7 +174,9 @@ def evaluate_suite(policy_factory: PolicyFactory, env_id: str, suite: Suite,
         device: torch device of the batch.
         env_overrides: config overrides (e.g. the run's own).
         twin: also run ``twin_episodes`` nominal episodes on the task's twin engine
-            (``TWIN_ID``), from the same initial states, and trace both for DTW.
+            (``TWIN_ID``), from the initial states of evenly spread nominal slots, and trace
+            both for DTW (paired when the worlds match, which ``episodes`` a multiple of
+            ``twin_episodes`` and of the layout count ensures).
 
     Returns:
         :class:`SuiteResult`.
@@ -203,10 +206,13 @@ def evaluate_suite(policy_factory: PolicyFactory, env_id: str, suite: Suite,
     paired = all(_same_worlds(env, rows[:, 0], env, rows[:, ci]) for ci in range(1, C))
     nominal_ci = [c.name for c in conds].index("nominal")
     nominal_rows = torch.as_tensor(rows[:, nominal_ci], device=env.device)
-    n_twin = E if twin_episodes is None else int(twin_episodes)
-    trace_ids = nominal_rows[:n_twin] if (twin and has_state) else None
+    # Twin episode j replays sim slot twin_slots[j]: slots spread evenly over the batch, so the
+    # twin's own layout groups (j // (n_twin / L)) line up with the sim's.
+    n_twin = min(E, E if twin_episodes is None else int(twin_episodes))
+    twin_slots = (torch.arange(n_twin) * E) // n_twin
+    trace_ids = nominal_rows[twin_slots.to(env.device)] if (twin and has_state) else None
     eps = run_first_episodes(env, policy_factory(env), seed, trace_ids=trace_ids)
-    sim_worlds = [env.world_overrides(int(i)) for i in rows[:n_twin, nominal_ci]]
+    sim_worlds = [env.world_overrides(int(rows[e, nominal_ci])) for e in twin_slots]
     env.close()
     t1 = time.perf_counter()
     result = SuiteResult(suite=suite, env_id=env_id, episodes_per_condition=E, conditions=conds,
@@ -218,7 +224,7 @@ def evaluate_suite(policy_factory: PolicyFactory, env_id: str, suite: Suite,
                                   "suite_envs": C * E})
     if twin:
         tw = rlkd.make(twin_id, num_envs=n_twin, device="cpu", seed=seed, **overrides)
-        tw.rng.set_streams(torch.arange(n_twin))
+        tw.rng.set_streams(twin_slots)
         # The twin's world for slot e must be the sim's world for slot e to pair episodes.
         result.twin_paired = sim_worlds == [tw.world_overrides(i) for i in range(n_twin)]
         t2 = time.perf_counter()
@@ -227,6 +233,7 @@ def evaluate_suite(policy_factory: PolicyFactory, env_id: str, suite: Suite,
             trace_ids=torch.arange(n_twin) if has_state else None)
         tw.close()
         result.twin_id = twin_id
+        result.twin_slots = twin_slots.numpy()
         result.timings.update(twin_s=time.perf_counter() - t2, twin_envs=n_twin)
     return result
 

@@ -14,6 +14,9 @@ field             shape / type        meaning
 ``env_overrides`` str (optional)      JSON config overrides that rebuild the log's world
 ``obs_group``     str (optional)      observation group of ``observations`` (default policy)
 ``env_id``        str (optional)      the env the log was recorded in (informational)
+``seed``          int (optional)      logs recorded in an rlkd env: its seed and the random
+``stream``        int (optional)      stream of the logged env, which reproduce what the log does
+                                      not record (the AGV's moving obstacles)
 ================  ==================  ==========================================================
 
 For the AGV, ``STATE_NAMES`` is ``x, y`` (m, world frame), ``heading`` (rad), ``lin_vel`` (m/s),
@@ -24,12 +27,13 @@ must match the task's ``dt`` within 10%.
 logged first state, under every condition of a suite in one batch, and the position error
 against the logged states is reported over time (plus DTW between the traces); the condition that
 stays closest hints at which parameters the real robot has. What the log does not record (the
-AGV's moving obstacles) is simulated from one shared random stream, so a replay row can end
-early on a collision the real robot never had; reports give that step (``ended_at``).
+AGV's moving obstacles) comes from the log's ``seed``/``stream`` when present (a log recorded in
+an rlkd twin), else from one shared random stream; either way a replay row can end early on a
+collision the logged robot did not have, and reports give that step (``ended_at``).
 
-With a policy, a closed-loop check compares the policy's actions on the logged observations
-with the logged actions, and the sim's observations at the logged states with the logged
-observations.
+With a policy, a closed-loop check runs the sim *state-forced*: at every step the sim is put in
+the logged state, its observation is compared with the logged one, and the policy's actions on
+both are compared with each other and with the logged action.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class RobotLog:
     env_overrides: dict[str, Any] = field(default_factory=dict)
     obs_group: str = "policy"
     env_id: str = ""
+    seed: int | None = None
+    stream: int | None = None
 
     @property
     def steps(self) -> int:
@@ -142,7 +148,17 @@ def load_log(path: str | Path) -> RobotLog:
                     observations=obs.astype(np.float32), actions=act.astype(np.float32),
                     states=st.astype(np.float32), state_names=tuple(str(n) for n in names),
                     env_overrides=overrides, obs_group=str(data.get("obs_group", "policy")),
-                    env_id=str(data.get("env_id", "")))
+                    env_id=str(data.get("env_id", "")),
+                    seed=_int_field(name, data, "seed"), stream=_int_field(name, data, "stream"))
+
+
+def _int_field(name: str, data: dict[str, np.ndarray], key: str) -> int | None:
+    if key not in data:
+        return None
+    v = data[key]
+    if v.shape != () or not np.issubdtype(v.dtype, np.integer):
+        raise LogError(f"{name}: field {key!r} must be one integer, got {v.dtype} {v.shape}")
+    return int(v)
 
 
 def save_log(path: str | Path, log: RobotLog) -> Path:
@@ -152,43 +168,58 @@ def save_log(path: str | Path, log: RobotLog) -> Path:
               "state_names": np.asarray(log.state_names, dtype=str),
               "env_overrides": np.asarray(json.dumps(log.env_overrides)),
               "obs_group": np.asarray(log.obs_group), "env_id": np.asarray(log.env_id)}
+    arrays.update({k: np.asarray(v, dtype=np.int64) for k, v in
+                   (("seed", log.seed), ("stream", log.stream)) if v is not None})
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def record_log(env: BatchedEnv, policy: Policy, seed: int = 0, env_index: int = 0,
+def record_log(env: BatchedEnv, policy: Policy, seed: int = 0, env_index: int | None = None,
                max_steps: int | None = None, obs_group: str = "policy",
                env_overrides: dict[str, Any] | None = None) -> RobotLog:
-    """Drive ``env`` with ``policy`` and log env ``env_index`` until its first episode ends.
+    """Drive ``env`` with ``policy`` and log one env's first episode.
 
-    The final (episode-ending) step is left out: the env resets that row inside ``step``, so the
-    state after it is not observable, exactly as a robot log stops before the robot is reset.
-    ``env_overrides`` (the config the env was built with) are stored with the row's world.
+    ``env_index`` picks the env; ``None`` picks the most informative one: a successful episode
+    if any, the longest among those. The final (episode-ending) step is left out: the env resets
+    that row inside ``step``, so the state after it is not observable, exactly as a robot log
+    stops before the robot is reset. ``env_overrides`` (the config the env was built with) are
+    stored with the row's world.
     """
     if not env.STATE_NAMES:
         raise ValueError(f"{type(env).__name__} exposes no measured state (STATE_NAMES)")
-    dt = float(getattr(env.cfg, "dt", 1.0))
-    idx = torch.tensor([env_index], device=env.device)
+    N, dt = env.num_envs, float(getattr(env.cfg, "dt", 1.0))
     obs, _ = env.reset(seed=seed)
-    rows_obs, rows_act, rows_state = [], [], [env.get_state(idx)[0].cpu().numpy()]
+    rows_obs, rows_act, rows_state = [], [], [env.get_state().cpu().numpy()]
+    length = np.full(N, -1)  # steps logged per env: its first episode's length - 1
+    success = np.zeros(N, dtype=bool)
     limit = max_steps or env.max_episode_length
     with torch.no_grad():
-        for _ in range(limit):
+        for t in range(limit):
             actions = policy(obs)
-            o = obs[obs_group][env_index].cpu().numpy()
-            obs, _, term, trunc, _ = env.step(actions)
-            if bool(term[env_index] | trunc[env_index]):
+            rows_obs.append(obs[obs_group].cpu().numpy())
+            rows_act.append(actions.cpu().numpy())
+            obs, _, term, trunc, info = env.step(actions)
+            rows_state.append(env.get_state().cpu().numpy())
+            ended = (term | trunc).cpu().numpy() & (length < 0)
+            length[ended] = t
+            if ended.any() and "success" in info.get("episode", {}):
+                ep = info["episode"]
+                ids = ep["env_ids"].cpu().numpy()
+                success[ids] |= ep["success"].cpu().numpy() & ended[ids]
+            if (length >= 0).all() or (env_index is not None and length[env_index] >= 0):
                 break
-            rows_obs.append(o)
-            rows_act.append(actions[env_index].cpu().numpy())
-            rows_state.append(env.get_state(idx)[0].cpu().numpy())
-    T = len(rows_act)
+    length[length < 0] = len(rows_act)  # still running at the step limit: all of it counts
+    if env_index is None:
+        env_index = int(np.lexsort((length, success))[-1])
+    T = int(length[env_index])
     if T == 0:
         raise ValueError(f"env {env_index} ended its episode at the first step; nothing to log")
-    return RobotLog(path="", timestamps=np.arange(T) * dt, observations=np.stack(rows_obs),
-                    actions=np.stack(rows_act), states=np.stack(rows_state[:T + 1]),
+    pick = lambda rows, n: np.stack([r[env_index] for r in rows[:n]])  # noqa: E731
+    return RobotLog(path="", timestamps=np.arange(T) * dt, observations=pick(rows_obs, T),
+                    actions=pick(rows_act, T), states=pick(rows_state, T + 1),
                     state_names=tuple(env.STATE_NAMES),
                     env_overrides={**(env_overrides or {}), **env.world_overrides(env_index)},
-                    obs_group=obs_group, env_id=env.spec_id)
+                    obs_group=obs_group, env_id=env.spec_id, seed=int(seed),
+                    stream=int(env.rng.stream_ids[env_index]))
 
 
 def _xy(states: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
@@ -225,9 +256,10 @@ def replay_log(log: RobotLog, env_id: str, conditions: list[Condition],
     for i, c in enumerate(conds):
         c.apply(env, torch.tensor([i], device=env.device))
     env.max_episode_length = max(env.max_episode_length, T + 1)  # the log sets the length
-    # One random stream for all rows: whatever the log does not pin down (moving obstacles,
-    # noise draws) is the same under every condition, so rows differ by their condition only.
-    env.rng.set_streams(torch.zeros(C, dtype=torch.int64))
+    # One random stream for all rows (the recording's, if known): whatever the log does not pin
+    # down (moving obstacles, noise draws) is the same under every condition.
+    seed, stream = _log_stream(log, seed)
+    env.rng.set_streams(torch.full((C,), stream, dtype=torch.int64))
     env.reset(seed=seed)
     all_ids = torch.arange(C, device=env.device)
     env.set_state(all_ids, torch.as_tensor(log.states[0], device=env.device).expand(C, -1))
@@ -268,32 +300,55 @@ def replay_log(log: RobotLog, env_id: str, conditions: list[Condition],
     return out
 
 
+def _log_stream(log: RobotLog, seed: int) -> tuple[int, int]:
+    return (seed if log.seed is None else log.seed), (0 if log.stream is None else log.stream)
+
+
 def closed_loop_check(log: RobotLog, env_id: str, policy_factory: PolicyFactory,
                       device: str = "cpu", env_overrides: dict[str, Any] | None = None,
-                      seed: int = 0) -> dict[str, float]:
-    """Policy outputs on the logged observations vs the logged actions, and on the sim's
-    observations at the logged states (all ``T`` states teleported into one batch)."""
-    T = log.steps
-    env = rlkd.make(env_id, num_envs=T, device=device, seed=seed, **(env_overrides or {}))
+                      seed: int = 0) -> dict[str, Any]:
+    """State-forced comparison over the log: before each logged action the sim is put in the
+    logged state (with the previous logged action), then stepped with the logged action (so the
+    unlogged world, e.g. moving obstacles, advances as in the recording).
+
+    Returns mean L2 gaps: ``action_diff_mean`` (policy on logged obs vs logged action: non-zero
+    when another controller or firmware sat in the loop), ``sim_obs_action_diff_mean`` (policy on
+    sim obs vs on logged obs: how much the observation gap matters to this policy),
+    ``obs_diff_mean`` / ``obs_diff_per_dim`` (mean |sim obs - logged obs|), and ``ended_early``
+    (steps at which the sim ended the episode, after which it was re-forced)."""
+    T, group = log.steps, log.obs_group
+    env = rlkd.make(env_id, num_envs=1, device=device, seed=seed, **(env_overrides or {}))
+    env.max_episode_length = max(env.max_episode_length, T + 1)
+    seed, stream = _log_stream(log, seed)
+    env.rng.set_streams(torch.tensor([stream]))
     env.reset(seed=seed)
-    prev = np.concatenate([np.zeros_like(log.actions[:1]), log.actions[:-1]])
-    env.set_state(torch.arange(T, device=env.device),
-                  torch.as_tensor(log.states[:T], device=env.device),
-                  prev_actions=torch.as_tensor(prev, device=env.device))
-    sim_obs = env.get_observations()
-    group = log.obs_group
-    if sim_obs[group].shape[1] != log.observations.shape[1]:
-        raise LogError(f"{log.path}: field 'observations' has {log.observations.shape[1]} "
-                       f"columns, {env_id}'s {group!r} group has {sim_obs[group].shape[1]}")
-    logged = {k: v.clone() for k, v in sim_obs.items()}
-    logged[group] = torch.as_tensor(log.observations, device=env.device)
     policy = policy_factory(env)
+    zero = torch.zeros(1, env.act_dim, device=env.device)
+    row = torch.zeros(1, dtype=torch.int64, device=env.device)
+    states = torch.as_tensor(log.states, device=env.device)
+    actions = torch.as_tensor(log.actions, device=env.device)
+    logged_obs = torch.as_tensor(log.observations, device=env.device)
+    sim_obs, a_sim, a_logged, ended = [], [], [], []
     with torch.no_grad():
-        a_logged = policy(logged).cpu().numpy()
-        a_sim = policy(sim_obs).cpu().numpy()
+        for t in range(T):
+            env.set_state(row, states[t:t + 1], prev_actions=actions[t - 1:t] if t else zero)
+            obs = env.get_observations()
+            if obs[group].shape[1] != logged_obs.shape[1]:
+                raise LogError(f"{log.path}: field 'observations' has {logged_obs.shape[1]} "
+                               f"columns, {env_id}'s {group!r} group has {obs[group].shape[1]}")
+            forced = dict(obs, **{group: logged_obs[t:t + 1]})
+            sim_obs.append(obs[group][0])
+            a_sim.append(policy(obs)[0])
+            a_logged.append(policy(forced)[0])
+            _, _, term, trunc, _ = env.step(actions[t:t + 1])
+            if bool(term[0] | trunc[0]):
+                ended.append(t + 1)
     env.close()
-    obs_gap = np.abs(sim_obs[group].cpu().numpy() - log.observations)
-    return {"action_diff_mean": float(np.linalg.norm(a_logged - log.actions, axis=-1).mean()),
-            "sim_obs_action_diff_mean": float(np.linalg.norm(a_sim - a_logged, axis=-1).mean()),
+    sim_obs_np = torch.stack(sim_obs).cpu().numpy()
+    a_sim_np, a_log_np = torch.stack(a_sim).cpu().numpy(), torch.stack(a_logged).cpu().numpy()
+    obs_gap = np.abs(sim_obs_np - log.observations)
+    return {"action_diff_mean": float(np.linalg.norm(a_log_np - log.actions, axis=-1).mean()),
+            "sim_obs_action_diff_mean": float(np.linalg.norm(a_sim_np - a_log_np, axis=-1).mean()),
             "obs_diff_mean": float(obs_gap.mean()),
-            "obs_diff_per_dim": [float(x) for x in obs_gap.mean(axis=0)]}
+            "obs_diff_per_dim": [float(x) for x in obs_gap.mean(axis=0)],
+            "ended_early": ended}

@@ -66,8 +66,8 @@ def summarize_twin(result: SuiteResult, names: list[str], resamples: int = 2000)
     """Nominal episodes on the twin engine vs the same episodes in the fast sim: per-metric gap
     (twin - sim) and the DTW distance between the two position traces of each episode."""
     tw, sim = result.twin, result.nominal_traces
-    n = len(next(iter(tw.values.values())))
-    sim_vals = {k: v[:n] for k, v in result.per_condition["nominal"].items()}
+    n = len(result.twin_slots)
+    sim_vals = {k: v[result.twin_slots] for k, v in result.per_condition["nominal"].items()}
     out: dict[str, Any] = {
         "env_id": result.twin_id, "episodes": n, "paired": result.twin_paired,
         "metrics": {m: bootstrap_mean(tw.values[m], resamples) for m in names if m in tw.values},
