@@ -250,9 +250,13 @@ def plot_divergence(replay: dict[str, Any], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     t = np.asarray(replay["time_s"])
-    for name, r in replay["open_loop"].items():
+    # Nominal last and in black: sensing-only conditions replay the same actions identically
+    # and would hide it.
+    items = sorted(replay["open_loop"].items(), key=lambda kv: kv[0] == "nominal")
+    for name, r in items:
         err = np.asarray(r["pos_err"], dtype=float)
-        ax.plot(t[:len(err)], err, lw=2.0 if name == "nominal" else 1.0, label=name)
+        style = dict(lw=2.2, color="black", zorder=5) if name == "nominal" else dict(lw=1.0)
+        ax.plot(t[:len(err)], err, label=name, **style)
     ax.set_xlabel("time since log start (s)")
     ax.set_ylabel("position error sim vs log (m)")
     ax.grid(alpha=0.3)
@@ -272,7 +276,8 @@ def write_report(out_dir: str | Path, result: SuiteResult, meta: dict[str, Any],
     if replay is not None:
         summary["replay"] = replay
     machine = machine_info()
-    meta = {"command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "git_commit": machine.get("git_commit"), **meta}
     paths = {"conditions.png": plot_conditions(summary, out / "conditions.png")}
     twin_png = plot_twin(result, out / "twin.png")
