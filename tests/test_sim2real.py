@@ -328,3 +328,23 @@ def test_twin_episodes_start_where_their_sim_slots_start():
     np.testing.assert_allclose(r.twin.traces[0], r.nominal_traces.traces[0], atol=1e-5)
     summary = summarize(r, resamples=100)
     assert summary["twin"]["paired"] and len(summary["twin"]["dtw_m"]["per_episode"]) == 8
+
+
+def test_each_env_reports_its_first_episode_only():
+    from rlkd.sim2real import run_first_episodes
+
+    kw = dict(num_envs=32, seed=0, max_episode_steps=60)
+    env = rlkd.make(AGV, **kw)
+    eps = run_first_episodes(env, make_policy("random", env, 0), seed=0)
+    # Independent bookkeeping on a twin run: the step each env's first and second episodes end.
+    ref = rlkd.make(AGV, **kw)
+    pol = make_policy("random", ref, 0)
+    ref.reset(seed=0)
+    ends = [[] for _ in range(32)]
+    for t in range(eps.steps):
+        _, _, term, trunc, _ = ref.step(pol(None))
+        for i in (term | trunc).nonzero().squeeze(-1).tolist():
+            ends[i].append(t + 1)
+    assert any(len(e) >= 2 for e in ends)  # later episodes did end inside the window
+    first = np.array([e[0] for e in ends])
+    np.testing.assert_array_equal(eps.values["length"], first)

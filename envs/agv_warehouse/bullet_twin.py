@@ -86,6 +86,7 @@ class AGVWarehouseBulletEnv(AGVWarehouseEnv):
     ``slip`` have no effect here.
     """
 
+    TWIN_ID = None  # it is the twin
     PERTURBATIONS = {
         **{k: v for k, v in AGVWarehouseEnv.PERTURBATIONS.items() if k != "inertia"},
         "mass": (("mass_scale", "scale"),),
