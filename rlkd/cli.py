@@ -83,28 +83,22 @@ def play_cmd(
 
     import rlkd
     from rlkd.policies import policy_source
-    from rlkd.render import overlay_text, write_video
+    from rlkd.render import rollout_frames, write_video
 
     env, run_overrides, factory, label = policy_source(env, policy, device, seed)
     e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed,
                   **{**run_overrides, **_overrides(set)})
-    obs, _ = e.reset(seed=seed)
-    pi = factory(e)
-    frames = []
     returns, lengths, successes = [], [], []
-    ids = list(range(num_envs))
-    with torch.inference_mode():
-        for t in range(steps):
-            obs, _, _, _, info = e.step(pi(obs))
-            if "episode" in info:
-                ep = info["episode"]
-                returns += ep["return"].tolist()
-                lengths += ep["length"].tolist()
-                successes += ep.get("success", torch.zeros_like(ep["return"])).float().tolist()
-            if video is not None:
-                frame = e.render(env_ids=ids, width=width)
-                frames.append(overlay_text(frame, f"{env}  {label}  step {t + 1}",
-                                           xy=(4, frame.shape[0] - 16)))
+
+    def collect(info) -> None:
+        if "episode" in info:
+            ep = info["episode"]
+            returns.extend(ep["return"].tolist())
+            lengths.extend(ep["length"].tolist())
+            successes.extend(ep.get("success", torch.zeros_like(ep["return"])).float().tolist())
+
+    frames = rollout_frames(e, factory(e), steps, seed, caption=f"{env}  {label}",
+                            width=width if video is not None else None, on_info=collect)
     con = Console()
     con.print(f"{env}, policy {label}, {num_envs} envs x {steps} steps")
     n = len(returns)

@@ -282,20 +282,14 @@ def rollout_video(cfg: TrainConfig, policy, path: Path, steps: int, num_envs: in
                   seed: int, width: int = 320) -> Path:
     """Roll out ``policy`` (mean actions) on ``num_envs`` fresh envs and write a tiled video."""
     import rlkd
-    from rlkd.render import overlay_text, write_video
+    from rlkd.render import rollout_frames, write_video
 
     env = rlkd.make(cfg.env, num_envs=num_envs, device=device, seed=seed, **cfg.env_overrides)
-    obs, _ = env.reset(seed=seed)
     group = policy_group(cfg)
-    frames = []
     was_training = policy.training
     policy.eval()
-    with torch.no_grad():
-        for t in range(steps):
-            obs, *_ = env.step(policy.act_deterministic(obs[group]).clamp(-1, 1))
-            frame = env.render(env_ids=list(range(num_envs)), width=width)
-            frames.append(overlay_text(frame, f"{cfg.env} {cfg.agent} step {t + 1}",
-                                       xy=(4, frame.shape[0] - 16)))
+    frames = rollout_frames(env, lambda obs: policy.act_deterministic(obs[group]).clamp(-1, 1),
+                            steps, seed, caption=f"{cfg.env} {cfg.agent}", width=width)
     policy.train(was_training)
     return write_video(path, frames, fps=env.metadata.get("render_fps", 10))
 
