@@ -1,0 +1,144 @@
+"""Motion-tracking metrics (DESIGN.md section 9.5, as reported by PhysHMR and its peers).
+
+All functions are batched torch ops over any leading shape ``...`` (envs, sequences) and
+differentiable where that makes sense. Inputs are positions in **metres** in the world frame
+(z up); outputs are in **millimetres** (per frame where a time difference is involved).
+Keypoints ``K`` are whatever set both sides agree on, e.g.
+:meth:`rlkd.envs.humanoid.skeleton.Skeleton.keypoints` (body origins then end-effector sites).
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Metres -> millimetres.
+MM = 1000.0
+
+
+def _check(pred: torch.Tensor, target: torch.Tensor, min_dims: int) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target shapes differ: {tuple(pred.shape)} vs "
+                         f"{tuple(target.shape)}")
+    if pred.dim() < min_dims or pred.shape[-1] != 3:
+        raise ValueError(f"expected positions of shape (..., {'T, ' if min_dims > 2 else ''}K, 3), "
+                         f"got {tuple(pred.shape)}")
+
+
+def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean per-joint position error.
+
+    Args:
+        pred, target: ``(..., K, 3)`` keypoint positions, metres.
+
+    Returns:
+        ``(...)`` mean over the K keypoints of the Euclidean distance, mm.
+    """
+    _check(pred, target, 2)
+    return (pred - target).norm(dim=-1).mean(-1) * MM
+
+
+def root_aligned_mpjpe(pred: torch.Tensor, target: torch.Tensor, root_index: int = 0) -> torch.Tensor:
+    """MPJPE after translating both skeletons so their root keypoints coincide.
+
+    Args:
+        pred, target: ``(..., K, 3)`` keypoint positions, metres.
+        root_index: index of the root keypoint in K (0 = pelvis for our keypoints).
+
+    Returns:
+        ``(...)`` mm; insensitive to a global translation of either skeleton (not to rotation).
+    """
+    _check(pred, target, 2)
+    pred = pred - pred[..., root_index: root_index + 1, :]
+    target = target - target[..., root_index: root_index + 1, :]
+    return mpjpe(pred, target)
+
+
+def root_position_error(pred_root: torch.Tensor, target_root: torch.Tensor) -> torch.Tensor:
+    """Distance between root positions.
+
+    Args:
+        pred_root, target_root: ``(..., 3)`` root (pelvis) positions, metres.
+
+    Returns:
+        ``(...)`` Euclidean distance, mm.
+    """
+    if pred_root.shape != target_root.shape or pred_root.shape[-1] != 3:
+        raise ValueError(f"expected two (..., 3) tensors, got {tuple(pred_root.shape)} and "
+                         f"{tuple(target_root.shape)}")
+    return (pred_root - target_root).norm(dim=-1) * MM
+
+
+def acceleration_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Acceleration error: keypoint second differences compared frame by frame.
+
+    The acceleration of frame t is ``x[t+1] - 2 x[t] + x[t-1]`` (per frame squared, no division
+    by the frame time, as in the HMR literature), so values depend on the frame rate.
+
+    Args:
+        pred, target: ``(..., T, K, 3)`` keypoint trajectories, metres, ``T >= 3``.
+
+    Returns:
+        ``(..., T - 2)`` mean over keypoints of the acceleration difference norm, mm/frame^2.
+    """
+    _check(pred, target, 3)
+    if pred.shape[-3] < 3:
+        raise ValueError(f"acceleration needs at least 3 frames, got {pred.shape[-3]}")
+
+    def acc(x):
+        return x[..., 2:, :, :] - 2 * x[..., 1:-1, :, :] + x[..., :-2, :, :]
+
+    return (acc(pred) - acc(target)).norm(dim=-1).mean(-1) * MM
+
+
+def foot_sliding(foot_pos: torch.Tensor, contact_height: float = 0.05) -> torch.Tensor:
+    """Horizontal foot displacement per frame while the foot is on the ground.
+
+    A foot is in contact between frames t and t+1 when its height is below ``contact_height``
+    in both frames; sliding is the mean x-y displacement over all such (frame, foot) pairs.
+
+    Args:
+        foot_pos: ``(..., T, F, 3)`` foot point positions (e.g. the foot sites or sole
+            centres), metres, z up.
+        contact_height: contact threshold on z, metres.
+
+    Returns:
+        ``(...)`` mm/frame; 0 for a sequence without any contact.
+    """
+    if foot_pos.dim() < 3 or foot_pos.shape[-1] != 3:
+        raise ValueError("expected foot positions of shape (..., T, F, 3), got "
+                         f"{tuple(foot_pos.shape)}")
+    low = foot_pos[..., 2] < contact_height                     # (..., T, F)
+    contact = low[..., 1:, :] & low[..., :-1, :]                 # (..., T-1, F)
+    step = (foot_pos[..., 1:, :, :2] - foot_pos[..., :-1, :, :2]).norm(dim=-1)
+    total = (step * contact).sum((-1, -2))
+    return total / contact.sum((-1, -2)).clamp_min(1) * MM
+
+
+def fell(root_height: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
+    """Whether each sequence fell: the root height went below ``threshold`` at some frame.
+
+    Args:
+        root_height: ``(..., T)`` root (pelvis) height above the floor, metres.
+        threshold: metres (our pelvis stands at ~0.93 m, ~0.65 m in a deep squat).
+
+    Returns:
+        ``(...)`` bool.
+    """
+    return (root_height < threshold).any(-1)
+
+
+def fall_rate(root_height: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
+    """Fraction of sequences that fell (see :func:`fell`).
+
+    Args:
+        root_height: ``(..., T)`` root heights, metres; every leading index is one sequence.
+        threshold: metres.
+
+    Returns:
+        scalar tensor in [0, 1].
+    """
+    return fell(root_height, threshold).float().mean()
+
+
+__all__ = ["MM", "acceleration_error", "fall_rate", "fell", "foot_sliding", "mpjpe",
+           "root_aligned_mpjpe", "root_position_error"]
