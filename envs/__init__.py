@@ -4,6 +4,7 @@ from rlkd.core.registry import _REGISTRY, register
 
 from .agv_warehouse import PRESETS as _AGV_PRESETS
 from .agv_warehouse import AGVWarehouseConfig as _AGVConfig
+from .humanoid.config import HumanoidMotionConfig as _HumanoidConfig
 
 if "AGVWarehouse-v0" not in _REGISTRY:
     register("AGVWarehouse-v0", "rlkd.envs.agv_warehouse.env:AGVWarehouseEnv", _AGVConfig,
@@ -16,3 +17,6 @@ if "AGVWarehouse-v0" not in _REGISTRY:
     register("AGVWarehouseBullet-v0", "rlkd.envs.agv_warehouse.bullet_twin:AGVWarehouseBulletEnv",
              _AGVConfig,
              description="PyBullet twin of AGVWarehouse-v0 (independent physics for sim-to-real checks)")
+    register("HumanoidMotion-v0", "rlkd.envs.humanoid.env:HumanoidMotionEnv", _HumanoidConfig,
+             description="MuJoCo humanoid (28 PD-controlled DoF) tracking reference motions; "
+                         "DeepMimic reward, default clip: procedural walk")

@@ -1,0 +1,339 @@
+"""Humanoid motion tracking: a PD-controlled MuJoCo humanoid follows reference motion clips.
+
+After DeepMimic (Peng et al. 2018) and PhysHMR (Feng et al. 2025, arXiv 2510.02566). Physics is
+:class:`rlkd.sim.mujoco.MujocoBatch` (native MuJoCo on CPU threads, or MuJoCo Warp); everything
+else is batched torch, so the same code runs on both backends.
+
+**Action** ``(num_envs, 28)`` in [-1, 1]: PD position targets of the 28 hinges, mapped linearly
+onto each joint's range (0 = mid-range). The MJCF's ``<position>`` actuators (kp per joint
+group, critical damping) turn them into torques; the target is held for ``frame_skip`` physics
+steps of 5 ms.
+
+**Observations** (heading frame = world frame rotated by the pelvis yaw; m, rad, s):
+
+==========  ================================================================================
+group       content (per env)
+==========  ================================================================================
+policy      pelvis height (1), pelvis orientation in the heading frame as the first two
+            rotation-matrix columns (6), pelvis linear and angular velocity in the heading
+            frame (3 + 3), joint angles (28), joint velocities x 0.1 (28), end effectors (head,
+            hands, feet) relative to the pelvis in the heading frame (15), previous action
+            (28); then for each of ``future_steps`` reference frames: reference pelvis position
+            relative to the pelvis (3) and orientation (6) in the heading frame, reference
+            joint angles (28), reference end effectors relative to the reference pelvis (15)
+critic      ``policy`` without noise, then the current tracking errors (joint angles 28,
+            joint velocities x 0.1 28, end effectors 15, pelvis position 3), foot contact
+            forces / body weight (2 x 3, world frame) and the clip phase (sin, cos)
+==========  ================================================================================
+
+**Reward** (DeepMimic): ``w_pose exp(-k_pose e_pose) + w_vel exp(-k_vel e_vel) +
+w_end_effector exp(-k_end_effector e_ee) + w_root exp(-k_root e_root)`` with ``e_pose`` the
+summed squared joint-angle error plus the squared pelvis orientation error (rad^2), ``e_vel`` the
+summed squared joint-velocity error, ``e_ee`` the summed squared error of the root-relative end
+effectors (m^2) and ``e_root`` the squared pelvis position error (m^2). Per-term values are in
+``info["reward_terms"]``.
+
+**Reset**: reference-state initialization: a random clip at a random time; the humanoid starts in
+that reference pose and velocity. **Termination**: the pelvis below ``fall_height`` (``fall``)
+or the mean keypoint error above ``max_tracking_error`` (``tracking_failure``). **Truncation**:
+``max_episode_steps``; an episode that reaches it counts as ``success``.
+
+**Params** (per-env tensors in ``env.params``): the backend's ``body_mass``,
+``geom_friction``, ``actuator_gain`` (PD kp) and ``dof_damping``, plus ``obs_noise_std`` and
+``action_noise_std``. **Metrics** (``info["metrics"]``): ``mpjpe`` (mean keypoint error, mm) and
+``root_error`` (pelvis position error, mm).
+
+**Version history**: v0 (first release).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlkd.core.env import BatchedEnv, Obs
+from rlkd.core.spaces import action_box, box
+from rlkd.render.frames import tile_frames
+
+from .config import HumanoidMotionConfig
+from .motions import PROCEDURAL, MotionLibrary, MotionState, load_motion, procedural_clip
+from .skeleton import ASSET_PATH, END_EFFECTORS, FEET, Skeleton, quat_conj, quat_mul, quat_rotate, \
+    quat_to_matrix, quat_to_rotvec, quat_yaw
+
+_SKELETON: Skeleton | None = None
+
+
+def _skeleton() -> Skeleton:
+    global _SKELETON
+    if _SKELETON is None:  # compiled once per process: the MJCF does not change
+        _SKELETON = Skeleton.from_mjcf()
+    return _SKELETON
+
+
+def load_library(spec: str, skeleton: Skeleton, device, mode: str) -> MotionLibrary:
+    """A :class:`MotionLibrary` from ``spec``: comma-separated procedural kinds and/or files."""
+    clips = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        if item in PROCEDURAL:
+            clips.append(procedural_clip(item, skeleton))
+        elif Path(item).suffix.lower() in (".npz", ".bvh"):
+            clips.append(load_motion(item, skeleton))
+        else:
+            raise ValueError(f"motion {item!r} is neither a procedural kind {list(PROCEDURAL)} "
+                             f"nor a .npz/.bvh file")
+    if not clips:
+        raise ValueError("motion is empty: name at least one clip")
+    return MotionLibrary(clips, skeleton, device=device, mode=mode)
+
+
+def _yaw_inv(root_rot: torch.Tensor) -> torch.Tensor:
+    """``(N, 4)`` rotation from the world frame into the heading frame (inverse pelvis yaw)."""
+    half = -0.5 * quat_yaw(root_rot)
+    z = torch.zeros_like(half)
+    return torch.stack((torch.cos(half), z, z, torch.sin(half)), -1)
+
+
+def _rot6(q: torch.Tensor) -> torch.Tensor:
+    """``(N, 6)``: the first two columns of the rotation matrix of ``q`` (continuous encoding)."""
+    m = quat_to_matrix(q)
+    return torch.cat((m[..., :, 0], m[..., :, 1]), -1)
+
+
+class HumanoidMotionEnv(BatchedEnv):
+    """Batched humanoid motion tracking; see the module docstring for the full manual."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    PERTURBATIONS = {
+        "mass": (("body_mass", "scale"),),
+        "friction": (("geom_friction", "scale"),),
+        "pd_gains": (("actuator_gain", "scale"),),
+        "obs_noise": (("obs_noise_std", "set"),),
+        "action_noise": (("action_noise_std", "set"),),
+    }
+    REPORT_METRICS = {"mpjpe": "mean", "root_error": "mean"}
+
+    def __init__(self, cfg: HumanoidMotionConfig, num_envs: int = 1, device="cpu", seed: int = 0,
+                 validate_actions: bool = True):
+        from rlkd.sim.mujoco import MujocoBatch
+
+        super().__init__(cfg, num_envs, device, seed, validate_actions)
+        c = cfg
+        if c.frame_skip < 1 or not c.future_steps or min(c.future_steps) < 1:
+            raise ValueError("frame_skip must be >= 1 and future_steps positive step offsets")
+        self.skeleton = sk = _skeleton()
+        self.sim = MujocoBatch(ASSET_PATH, num_envs, backend=c.backend, device=self.device,
+                               num_threads=c.num_threads or None, nstep=c.frame_skip,
+                               fields=("xpos", "xquat", "cfrc_ext"))
+        self.motions = load_library(c.motion, sk, self.device, c.motion_mode)
+        self.dt = float(self.sim.model.opt.timestep) * c.frame_skip
+        self.metadata = dict(self.metadata, render_fps=int(round(1.0 / self.dt)))
+        dev, nd = self.device, sk.num_dofs
+        lo, hi = (torch.as_tensor(sk.dof_range[:, i], dtype=torch.float32, device=dev) for i in (0, 1))
+        #: (28,) joint-range centre and half width, rad: action a -> target mid + a * half.
+        self.q_mid, self.q_half = (lo + hi) / 2, (hi - lo) / 2
+        self.ee_idx = torch.as_tensor([sk.num_bodies + sk.site_names.index(n) for n in END_EFFECTORS],
+                                      device=dev)
+        self.feet_mj = torch.as_tensor([sk.body_index(f) + 1 for f in FEET], device=dev)
+        self.body_weight = float(sk.mass * 9.81)
+        self.future = torch.as_tensor(c.future_steps, dtype=torch.float32, device=dev) * self.dt
+
+        full = lambda v: torch.full((num_envs,), v, dtype=torch.float32, device=dev)  # noqa: E731
+        # The backend's physical params are shared tensors: a write here reaches the physics.
+        self.params = {**self.sim.params, "obs_noise_std": full(c.obs_noise_std),
+                       "action_noise_std": full(c.action_noise_std)}
+        self.clip_ids = torch.zeros(num_envs, dtype=torch.int64, device=dev)
+        self.t0 = torch.zeros(num_envs, device=dev)
+        self.prev_action = torch.zeros(num_envs, nd, device=dev)
+        self._cache: dict[str, Any] = {}
+
+        n_prop = 1 + 6 + 3 + 3 + 2 * nd + 15 + nd
+        n_policy = n_prop + len(c.future_steps) * (3 + 6 + nd + 15)
+        n_critic = n_policy + 2 * nd + 15 + 3 + 6 + 2
+        self._n_prop_noisy = n_prop - nd  # noise hits sensed quantities, not the last action
+        self.observation_spaces = {"policy": box((n_policy,)), "critic": box((n_critic,))}
+        self.action_space = action_box(nd)
+
+    # ------------------------------------------------------------------ state
+    def _sim_state(self, env_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The simulated humanoid in the reference's terms (float32, world frame)."""
+        sel = (lambda t: t) if env_ids is None else (lambda t: t[env_ids])  # noqa: E731
+        qpos, qvel = sel(self.sim.qpos).float(), sel(self.sim.qvel).float()
+        root_rot = qpos[:, 3:7]
+        body_pos = sel(self.sim.xpos)[:, 1:].float()
+        body_rot = sel(self.sim.xquat)[:, 1:].float()
+        return {"root_pos": qpos[:, 0:3], "root_rot": root_rot, "joint_pos": qpos[:, 7:],
+                # MuJoCo's free joint: linear velocity in world axes, angular in the body frame.
+                "root_lin_vel": qvel[:, 0:3], "root_ang_vel": quat_rotate(root_rot, qvel[:, 3:6]),
+                "joint_vel": qvel[:, 6:],
+                "keypoints": self.skeleton.keypoints(body_pos, body_rot)}
+
+    def _time(self, env_ids: torch.Tensor | None) -> torch.Tensor:
+        sel = (lambda t: t) if env_ids is None else (lambda t: t[env_ids])  # noqa: E731
+        return sel(self.t0) + sel(self.episode_length_buf).float() * self.dt
+
+    def _reference(self, env_ids: torch.Tensor | None, offsets: torch.Tensor | None = None
+                   ) -> MotionState:
+        """Reference at the current time (+ ``offsets (F,)`` seconds: rows grouped per offset)."""
+        clip = self.clip_ids if env_ids is None else self.clip_ids[env_ids]
+        t = self._time(env_ids)
+        if offsets is not None:
+            clip = clip.repeat(len(offsets))
+            t = (t[None] + offsets[:, None]).reshape(-1)
+        return self.motions.sample(clip, t)
+
+    # ------------------------------------------------------------------ reset
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        # Reference-state initialization: a random clip at a random phase.
+        u = self.rng.uniform(env_ids, 2)
+        n = self.motions.num_clips
+        clip = torch.minimum((u[:, 0] * n).long(), torch.tensor(n - 1, device=self.device))
+        self.clip_ids[env_ids] = clip
+        self.t0[env_ids] = u[:, 1] * self.motions.duration[clip].float()
+        self.prev_action[env_ids] = 0.0
+        ref = self.motions.sample(clip, self.t0[env_ids])
+        qpos = torch.cat((ref.root_pos, ref.root_rot, ref.joint_pos), -1)
+        ang_local = quat_rotate(quat_conj(ref.root_rot), ref.root_ang_vel)
+        qvel = torch.cat((ref.root_lin_vel, ang_local, ref.joint_vel), -1)
+        self.sim.reset(env_ids, qpos.to(self.sim.dtype), qvel.to(self.sim.dtype))
+
+    def _state_finite(self) -> torch.Tensor:
+        return torch.isfinite(self.sim.qpos).all(-1) & ~self.sim.unstable.to(self.device)
+
+    # ------------------------------------------------------------------ step
+    def _step_sim(self, actions: torch.Tensor) -> None:
+        std = self.params["action_noise_std"]
+        a = actions
+        if bool((std > 0).any()):
+            a = (a + self.rng.normal(None, a.shape[1]) * std[:, None]).clamp(-1.0, 1.0)
+        self.prev_action = actions
+        self.sim.step((self.q_mid + a * self.q_half).to(self.sim.dtype))
+
+    def _errors(self, s: dict[str, torch.Tensor], ref: MotionState) -> dict[str, torch.Tensor]:
+        """Per-env tracking errors of state ``s`` against ``ref``."""
+        ee = self.ee_idx
+        rel = s["keypoints"][:, ee] - s["root_pos"][:, None]
+        ref_rel = ref.keypoints[:, ee] - ref.root_pos[:, None]
+        root_ang = quat_to_rotvec(quat_mul(ref.root_rot, quat_conj(s["root_rot"]))).norm(dim=-1)
+        return {
+            "joint": s["joint_pos"] - ref.joint_pos,
+            "joint_vel": s["joint_vel"] - ref.joint_vel,
+            "ee": rel - ref_rel,
+            "root": s["root_pos"] - ref.root_pos,
+            "root_angle": root_ang,
+            "keypoint_dist": (s["keypoints"] - ref.keypoints).norm(dim=-1).mean(-1),
+        }
+
+    def _evaluate(self):
+        c = self.cfg
+        err = self._cache["errors"]
+        s = self._cache["state"]
+        e_pose = err["joint"].square().sum(-1) + err["root_angle"].square()
+        e_vel = err["joint_vel"].square().sum(-1)
+        e_ee = err["ee"].square().sum((-1, -2))
+        e_root = err["root"].square().sum(-1)
+        terms = {"pose": c.w_pose * torch.exp(-c.k_pose * e_pose),
+                 "velocity": c.w_vel * torch.exp(-c.k_vel * e_vel),
+                 "end_effector": c.w_end_effector * torch.exp(-c.k_end_effector * e_ee),
+                 "root": c.w_root * torch.exp(-c.k_root * e_root)}
+        reward = sum(terms.values())
+        fall = s["root_pos"][:, 2] < c.fall_height
+        lost = err["keypoint_dist"] > c.max_tracking_error
+        terminated = fall | lost
+        return reward, terminated, terms, {"success": ~terminated, "fall": fall,
+                                           "tracking_failure": lost & ~fall}
+
+    def _metrics(self) -> dict[str, torch.Tensor]:
+        err = self._cache["errors"]
+        return {"mpjpe": err["keypoint_dist"] * 1000.0, "root_error": err["root"].norm(dim=-1) * 1000.0}
+
+    # ------------------------------------------------------------------ observations
+    def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
+        c = self.cfg
+        s = self._sim_state(env_ids)
+        M = s["root_pos"].shape[0]
+        ref_now = self._reference(env_ids)
+        errors = self._errors(s, ref_now)
+        if env_ids is None:  # the whole batch's errors serve _evaluate and _metrics of this step
+            self._cache = {"state": s, "errors": errors}
+        inv = _yaw_inv(s["root_rot"])
+        ee_rel = quat_rotate(inv[:, None], s["keypoints"][:, self.ee_idx] - s["root_pos"][:, None])
+        prev = self.prev_action if env_ids is None else self.prev_action[env_ids]
+        sensed = torch.cat((s["root_pos"][:, 2:3], _rot6(quat_mul(inv, s["root_rot"])),
+                            quat_rotate(inv, s["root_lin_vel"]), quat_rotate(inv, s["root_ang_vel"]),
+                            s["joint_pos"], 0.1 * s["joint_vel"], ee_rel.reshape(M, -1)), -1)
+        fut = self._reference(env_ids, self.future)
+        F = len(c.future_steps)
+        inv_f = inv.repeat(F, 1)
+        root_f = s["root_pos"].repeat(F, 1)
+        fut_ee = quat_rotate(inv_f[:, None], fut.keypoints[:, self.ee_idx] - fut.root_pos[:, None])
+        future = torch.cat((quat_rotate(inv_f, fut.root_pos - root_f),
+                            _rot6(quat_mul(inv_f, fut.root_rot)), fut.joint_pos,
+                            fut_ee.reshape(F * M, -1)), -1)
+        future = future.view(F, M, -1).transpose(0, 1).reshape(M, -1)
+        clean = torch.cat((sensed, prev, future), -1)
+        std = self.params["obs_noise_std"] if env_ids is None else self.params["obs_noise_std"][env_ids]
+        policy = clean
+        if bool((std > 0).any()):
+            noise = self.rng.normal(env_ids, self._n_prop_noisy) * std[:, None]
+            policy = torch.cat((sensed + noise, prev, future), -1)
+        # Privileged: tracking errors, foot contact forces, clip phase.
+        cfrc = self.sim.cfrc_ext if env_ids is None else self.sim.cfrc_ext[env_ids]
+        feet = cfrc[:, self.feet_mj, 3:].float() / self.body_weight
+        phase = 2 * np.pi * self._time(env_ids) / self.motions.duration[
+            self.clip_ids if env_ids is None else self.clip_ids[env_ids]].float()
+        critic = torch.cat((clean, errors["joint"], 0.1 * errors["joint_vel"],
+                            errors["ee"].reshape(M, -1), errors["root"], feet.reshape(M, -1),
+                            torch.sin(phase)[:, None], torch.cos(phase)[:, None]), -1)
+        return {"policy": policy, "critic": critic}
+
+    def scripted_policy(self):
+        """Open-loop PD tracking baseline, ``obs -> actions``: the PD targets are the next
+        reference frame's joint angles (read from ``obs["policy"]``). It balances only as long as
+        the reference happens to be balanced for this body; a trained tracker must do better."""
+        nd = self.skeleton.num_dofs
+        start = 1 + 6 + 3 + 3 + 2 * nd + 15 + nd + 3 + 6  # first future frame's joint angles
+
+        def policy(obs: Obs) -> torch.Tensor:
+            q = obs["policy"][:, start:start + nd]
+            return ((q - self.q_mid) / self.q_half).clamp(-1.0, 1.0)
+
+        return policy
+
+    # ------------------------------------------------------------------ camera hooks
+    def keypoints(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``(M, K, 3)`` world keypoints of the simulated humanoid (body origins then end-effector
+        sites, :attr:`Skeleton.keypoint_names`), metres: what a camera-based student observes."""
+        return self._sim_state(env_ids)["keypoints"]
+
+    def reference_keypoints(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``(M, K, 3)`` the reference's keypoints at the current time, metres."""
+        return self._reference(env_ids).keypoints
+
+    def render(self, env_ids: Any = None, width: int = 320, camera: str = "track",
+               reference: bool = True, cols: int | None = None) -> np.ndarray:
+        """``uint8 (H, W, 3)``: each env rendered offscreen by MuJoCo (``camera``: ``track``,
+        ``fixed`` or ``None`` for the free camera), with the reference pose beside it when
+        ``reference`` (the same model posed by the clip), tiled."""
+        ids = torch.as_tensor([0] if env_ids is None else env_ids, device=self.device).reshape(-1)
+        height = int(width * 3 / 4)
+        frames = list(self.sim.render(ids, width=width, height=height, camera=camera))
+        if reference:
+            from rlkd.sim.mujoco import MujocoBatch
+
+            if getattr(self, "_ref_sim", None) is None or self._ref_sim.num_envs != len(ids):
+                self._ref_sim = MujocoBatch(ASSET_PATH, len(ids), backend="cpu",
+                                            fields=("xpos", "xquat"))
+            ref = self._reference(ids)
+            self._ref_sim.reset(None, torch.cat((ref.root_pos, ref.root_rot, ref.joint_pos), -1)
+                                .double().cpu())
+            refs = self._ref_sim.render(None, width=width, height=height, camera=camera)
+            frames = [np.concatenate((f, r), axis=1) for f, r in zip(frames, refs)]
+        return tile_frames(frames, cols=cols)
+
+    def close(self) -> None:
+        for sim in (self.sim, getattr(self, "_ref_sim", None)):
+            if sim is not None:
+                sim.close()

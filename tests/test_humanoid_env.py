@@ -1,0 +1,94 @@
+"""HumanoidMotion-v0: reference-state init, reward and termination, params, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rlkd
+
+ID = "HumanoidMotion-v0"
+
+
+def test_reset_puts_the_humanoid_on_the_reference():
+    env = rlkd.make(ID, num_envs=6, seed=1, motion="walk,squat")
+    env.reset(seed=1)
+    # Reference-state init: MuJoCo's pose equals the clip's FK pose (same skeleton, same MJCF).
+    torch.testing.assert_close(env.keypoints(), env.reference_keypoints(), atol=1e-4, rtol=0)
+    assert set(env.clip_ids.tolist()) <= {0, 1}
+    assert (env.t0 >= 0).all() and (env.t0 <= env.motions.duration[env.clip_ids]).all()
+
+
+def test_reward_prefers_tracking_and_episodes_end_on_failure():
+    env = rlkd.make(ID, num_envs=16, seed=0, motion="wave")
+    pd = env.scripted_policy()
+    obs, _ = env.reset(seed=0)
+    r_track = []
+    for _ in range(10):
+        obs, r, *_ = env.step(pd(obs))
+        r_track.append(r)
+    env.reset(seed=0)
+    r_zero, ended = [], None
+    for _ in range(60):
+        _, r, term, trunc, info = env.step(torch.full((16, 28), -1.0))  # all joints to one limit
+        r_zero.append(r)
+        if "episode" in info and ended is None:
+            ended = info["episode"]
+    assert torch.stack(r_track).mean() > 0.5 > torch.stack(r_zero[:10]).mean() + 0.2
+    assert ended is not None and not ended["success"].any()
+    assert (ended["fall"] | ended["tracking_failure"]).all()
+    assert set(info["reward_terms"]) == {"pose", "velocity", "end_effector", "root"}
+    assert (info["metrics"]["mpjpe"] >= 0).all()
+
+
+def test_deterministic_for_a_seed():
+    def run():
+        env = rlkd.make(ID, num_envs=4, seed=3)
+        obs, _ = env.reset(seed=3)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(15):
+            obs, *_ = env.step(torch.rand(4, 28, generator=g) * 2 - 1)
+        return obs["critic"]
+
+    assert torch.equal(run(), run())
+
+
+def test_mass_param_changes_the_physics_of_written_envs_only():
+    env = rlkd.make(ID, num_envs=2, seed=0, motion="wave")
+    env.reset(seed=0)
+    st0 = env.sim.get_state()
+    env.sim.set_state(st0[[0, 0]])  # both envs in the same state
+    env.params["body_mass"][1] *= 3.0
+    for _ in range(5):
+        env.step(torch.full((2, 28), 0.3))
+    qpos = env.sim.qpos
+    assert not torch.allclose(qpos[0], qpos[1], atol=1e-4)
+
+
+def test_humanoid_conditions_in_sim2real_suites():
+    from rlkd.sim2real import load_suite
+
+    env = rlkd.make(ID, num_envs=1)
+    applicable = [c.name for c in load_suite("default").conditions if c.applicable(env) is None]
+    assert {"mass_x1.5", "friction_x0.5", "pd_gains_x0.5", "obs_noise_0.05",
+            "action_noise_0.1"} <= set(applicable)
+    assert "lidar_noise_0.05" not in applicable
+
+
+def test_bad_motion_spec_is_named():
+    with pytest.raises(ValueError, match="moonwalk"):
+        rlkd.make(ID, num_envs=1, motion="moonwalk")
+    with pytest.raises(Exception, match="missing.bvh"):
+        rlkd.make(ID, num_envs=1, motion="missing.bvh")
+
+
+def test_render_expert_beside_reference():
+    env = rlkd.make(ID, num_envs=2, seed=0)
+    env.reset(seed=0)
+    try:
+        frame = env.render(env_ids=[0, 1], width=96)
+    except RuntimeError as e:  # no OpenGL backend on this machine
+        pytest.skip(f"no offscreen GL: {e}")
+    assert frame.dtype == np.uint8 and frame.shape[2] == 3
+    assert frame.shape[1] >= 2 * 96 and frame.std() > 5
