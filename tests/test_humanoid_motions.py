@@ -385,7 +385,7 @@ def _qmul(a, b):
 @pytest.mark.parametrize("mode", ["wrap", "clamp"])
 def test_batched_sampling_matches_per_sample_reference(skel, cmu, mode):
     clips = [procedural_clip("walk", skel), procedural_clip("turn", skel), cmu[1]]
-    lib = MotionLibrary(clips, skel, mode=mode, dtype=torch.float64)
+    lib = MotionLibrary(clips, skel, mode=mode, dtype=torch.float64, exact_fk=True)
     gen = torch.Generator().manual_seed(0)
     n = 48
     ids = lib.sample_clip_ids(n, gen)
@@ -405,6 +405,13 @@ def test_batched_sampling_matches_per_sample_reference(skel, cmu, mode):
         assert np.allclose(s.joint_vel[i].numpy(), ref["jv"], atol=1e-9)
     pos, rot = skel.fk(s.root_pos, s.root_rot, s.joint_pos)
     assert torch.allclose(s.body_pos, pos) and torch.allclose(s.keypoints, skel.keypoints(pos, rot))
+    # The default blends per-frame body poses: exact at frames, close to FK in between.
+    fast = MotionLibrary(clips, skel, mode=mode, dtype=torch.float64).sample(ids, times)
+    for field in ("root_pos", "root_rot", "joint_pos", "joint_vel"):
+        assert torch.equal(getattr(fast, field), getattr(s, field))
+    err = (fast.keypoints - s.keypoints).norm(dim=-1)
+    assert err.max() < 0.01 and err.mean() < 1e-3, (err.max(), err.mean())
+    assert torch.allclose(fast.keypoints[:3], s.keypoints[:3], atol=1e-9)  # frame times
 
 
 def test_wrap_keeps_walking_and_velocities_match_positions(skel, walk):
