@@ -182,7 +182,7 @@ class HumanoidMotionEnv(BatchedEnv):
         if offsets is not None:
             clip = clip.repeat(len(offsets))
             t = (t[None] + offsets[:, None]).reshape(-1)
-        return self.motions.sample(clip, t)
+        return self.motions.sample(clip, t, rotations=False)
 
     # ------------------------------------------------------------------ reset
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
@@ -193,7 +193,7 @@ class HumanoidMotionEnv(BatchedEnv):
         self.clip_ids[env_ids] = clip
         self.t0[env_ids] = u[:, 1] * self.motions.duration[clip].float()
         self.prev_action[env_ids] = 0.0
-        ref = self.motions.sample(clip, self.t0[env_ids])
+        ref = self.motions.sample(clip, self.t0[env_ids], rotations=False)
         qpos = torch.cat((ref.root_pos, ref.root_rot, ref.joint_pos), -1)
         ang_local = quat_rotate(quat_conj(ref.root_rot), ref.root_ang_vel)
         qvel = torch.cat((ref.root_lin_vel, ang_local, ref.joint_vel), -1)

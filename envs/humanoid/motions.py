@@ -637,7 +637,8 @@ class MotionState:
 
     ``root_pos (N, 3)`` m, ``root_rot (N, 4)`` wxyz, ``root_lin_vel (N, 3)`` m/s,
     ``root_ang_vel (N, 3)`` rad/s (world axes), ``joint_pos``/``joint_vel (N, ndof)`` rad, rad/s,
-    ``body_pos (N, nbody, 3)`` m, ``body_rot (N, nbody, 4)``, ``keypoints (N, nkeypoint, 3)`` m.
+    ``body_pos (N, nbody, 3)`` m, ``body_rot (N, nbody, 4)`` (``None`` when sampled with
+    ``rotations=False``), ``keypoints (N, nkeypoint, 3)`` m.
     """
 
     root_pos: torch.Tensor
@@ -730,7 +731,8 @@ class MotionLibrary:
         self.exact_fk = exact_fk
         body_pos, body_rot = self.skeleton.fk(self._root_pos, self._root_rot, self._joint_pos)
         inv = quat_conj(self._root_rot)[:, None]
-        self._body_pos_local = quat_rotate(inv, body_pos - self._root_pos[:, None])
+        keypoints = self.skeleton.keypoints(body_pos, body_rot)
+        self._keypoints_local = quat_rotate(inv, keypoints - self._root_pos[:, None])
         self._body_rot_local = quat_mul(inv.expand_as(body_rot), body_rot)
 
     @property
@@ -765,8 +767,12 @@ class MotionLibrary:
         u = torch.rand(clip_ids.shape, generator=generator, dtype=self.dtype).to(self.device)
         return u * (self.duration[clip_ids] - truncate).clamp_min(0.0)
 
-    def sample(self, clip_ids: torch.Tensor, times: torch.Tensor) -> MotionState:
-        """Reference state at ``times (N,)`` seconds of clips ``clip_ids (N,)`` (long)."""
+    def sample(self, clip_ids: torch.Tensor, times: torch.Tensor,
+               rotations: bool = True) -> MotionState:
+        """Reference state at ``times (N,)`` seconds of clips ``clip_ids (N,)`` (long).
+
+        ``rotations=False`` leaves ``body_rot`` as ``None`` (saves a slerp per body when only
+        positions are needed, as in the tracking reward)."""
         clip_ids = torch.as_tensor(clip_ids, device=self.device, dtype=torch.long)
         times = torch.as_tensor(times, device=self.device, dtype=self.dtype)
         dur, fps = self.duration[clip_ids], self.fps[clip_ids]
@@ -796,15 +802,18 @@ class MotionLibrary:
                                                              lin, ang)
         if self.exact_fk:
             body_pos, body_rot = self.skeleton.fk(root_pos, root_rot, joint_pos)
+            keypoints = self.skeleton.keypoints(body_pos, body_rot)
         else:
             r = root_rot[:, None]
-            rot_local = quat_slerp(self._body_rot_local[i0], self._body_rot_local[i1], a)
-            body_rot = quat_mul(r.expand_as(rot_local), rot_local)
-            x0, x1 = self._body_pos_local[i0], self._body_pos_local[i1]
-            body_pos = root_pos[:, None] + quat_rotate(r, x0 + a[:, None] * (x1 - x0))
+            x0, x1 = self._keypoints_local[i0], self._keypoints_local[i1]
+            keypoints = root_pos[:, None] + quat_rotate(r, x0 + a[:, None] * (x1 - x0))
+            body_pos, body_rot = keypoints[:, :self.skeleton.num_bodies], None
+            if rotations:
+                rot_local = quat_slerp(self._body_rot_local[i0], self._body_rot_local[i1], a)
+                body_rot = quat_mul(r.expand_as(rot_local), rot_local)
         return MotionState(root_pos=root_pos, root_rot=root_rot, root_lin_vel=lin, root_ang_vel=ang,
                            joint_pos=joint_pos, joint_vel=jv, body_pos=body_pos, body_rot=body_rot,
-                           keypoints=self.skeleton.keypoints(body_pos, body_rot))
+                           keypoints=keypoints)
 
     def _carry_loops(self, clip_ids, loops, root_pos, root_rot, lin, ang):
         """Apply ``loops`` times the clip's loop transform (planar rotation + translation)."""
