@@ -74,6 +74,55 @@ def bench_sync_vector(env_id: str, num_envs: int, steps: int, seed: int = 0,
             "env_steps_per_s": num_envs * steps / dt, "ms_per_step": 1e3 * dt / steps}
 
 
+def mujoco_rollout_limit(model, qpos0: np.ndarray, ctrls: np.ndarray, nstep: int,
+                         threads: int) -> tuple[float, np.ndarray]:
+    """The physical limit of a MuJoCo task: env steps/s of ONE ``mujoco.rollout`` call (native
+    threads, no Python between steps) over ``ctrls (K, N, nu)`` held for ``nstep`` physics steps
+    each, from ``qpos0 (N, nq)``. Returns it and the final ``qpos (N, nq)`` (for equality checks
+    against the same trajectories stepped another way)."""
+    import mujoco
+    import mujoco.rollout
+
+    full = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    k, n, _ = ctrls.shape
+    d = mujoco.MjData(model)
+    init = np.empty((n, mujoco.mj_stateSize(model, full)))
+    for i in range(n):  # setup, not timed
+        mujoco.mj_resetData(model, d)
+        d.qpos[:] = qpos0[i]
+        mujoco.mj_getState(model, d, init[i], full)
+    control = np.ascontiguousarray(np.repeat(ctrls.transpose(1, 0, 2), nstep, axis=1))
+    with mujoco.rollout.Rollout(nthread=threads) as r:
+        datas = [mujoco.MjData(model) for _ in range(threads)]
+        r.rollout(model, datas, init, control[:, :nstep])  # warm-up: thread start, caches
+        t0 = time.perf_counter()
+        state, _ = r.rollout(model, datas, init, control)
+        dt = time.perf_counter() - t0
+    return n * k / dt, state[:, -1, 1:1 + model.nq]
+
+
+def bench_mujoco_limit(env_id: str, num_envs: int, steps: int, seed: int = 0,
+                       **overrides: Any) -> dict[str, float] | None:
+    """:func:`mujoco_rollout_limit` for the model and frame skip of ``env_id`` (random controls
+    in the actuators' ranges from the model's ``qpos0``); ``None`` for non-MuJoCo tasks."""
+    import rlkd
+
+    probe = rlkd.make(env_id, num_envs=1, seed=seed, **overrides)
+    sim = getattr(probe, "sim", None)
+    probe.close()
+    if sim is None or not hasattr(sim, "model"):
+        return None
+    m = sim.model
+    rng = np.random.default_rng(seed)
+    lo, hi = m.actuator_ctrlrange[:, 0], m.actuator_ctrlrange[:, 1]
+    ctrls = lo + (hi - lo) * rng.random((steps, num_envs, m.nu))
+    qpos0 = np.repeat(m.qpos0[None], num_envs, axis=0)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    rate, _ = mujoco_rollout_limit(m, qpos0, ctrls, sim.nstep, threads)
+    return {"num_envs": num_envs, "steps": steps, "threads": threads, "nstep": sim.nstep,
+            "env_steps_per_s": rate}
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on."""
     info = {"platform": platform.platform(), "python": platform.python_version(),
@@ -105,8 +154,18 @@ def run_bench(env_id: str, num_envs: tuple[int, ...], peer_num_envs: tuple[int, 
     best_ours = max(r["env_steps_per_s"] for r in ours)
     # No peer measured (peer_num_envs empty): None, so the JSON report stays valid (no NaN).
     best_peer = max((r["env_steps_per_s"] for r in peer), default=None)
+    # MuJoCo tasks: the physics alone (one native rollout call) bounds what any env can reach.
+    limit = []
+    for r in ours:
+        lim = bench_mujoco_limit(env_id, r["num_envs"], r["steps"], seed, **overrides)
+        if lim is None:
+            break
+        lim["ratio_ours_vs_limit"] = r["env_steps_per_s"] / lim["env_steps_per_s"]
+        limit.append(lim)
     return {"env_id": env_id, "device": device, "overrides": overrides, "ours": ours,
             "peer": {"name": "gymnasium.vector.SyncVectorEnv of single envs", "results": peer},
+            "physics_limit": {"name": "mujoco.rollout of the same model and frame skip",
+                              "results": limit},
             "best_ours_env_steps_per_s": best_ours, "best_peer_env_steps_per_s": best_peer,
             "ratio_vs_peer": None if best_peer is None else best_ours / best_peer,
             "machine": machine_info()}

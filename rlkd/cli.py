@@ -285,7 +285,9 @@ def bench_cmd(
     json: Path | None = None,
     set: tuple[str, ...] = (),
 ) -> None:
-    """Env steps/s of the batched env vs gymnasium SyncVectorEnv of single envs, same run.
+    """Env steps/s of the batched env vs gymnasium SyncVectorEnv of single envs, same run; for
+    MuJoCo tasks also the physics limit (one ``mujoco.rollout`` call of the same model, frame
+    skip and batch size, as many threads as cores) and the fraction of it the env reaches.
 
     Args:
         env: env id.
@@ -314,6 +316,9 @@ def bench_cmd(
     for r in res["peer"]["results"]:
         table.add_row("gymnasium SyncVectorEnv", str(r["num_envs"]),
                       f"{r['env_steps_per_s']:,.0f}", f"{r['ms_per_step']:.3f}")
+    for r in res["physics_limit"]["results"]:
+        table.add_row(f"physics limit ({r['ratio_ours_vs_limit']:.0%} reached)", str(r["num_envs"]),
+                      f"{r['env_steps_per_s']:,.0f}", "")
     con = Console()
     con.print(table)
     ratio = res["ratio_vs_peer"]  # None when no peer was measured (--peer-num-envs 0)

@@ -40,7 +40,7 @@ import mujoco.rollout
 import numpy as np
 import torch
 
-from rlkd.bench import machine_info, write_json_atomic
+from rlkd.bench import mujoco_rollout_limit, machine_info, write_json_atomic
 from rlkd.sim.mujoco import MujocoBatch
 from rlkd.sim.mujoco.model import available_cores
 
@@ -80,21 +80,7 @@ def ours_same_trajectories(m, qpos0, ctrls, threads, impl="batch") -> tuple[floa
 
 def limit_same_trajectories(m, qpos0, ctrls, threads) -> tuple[float, np.ndarray]:
     """Env steps/s of one mujoco.rollout call over the same initial states and controls."""
-    k, n, _ = ctrls.shape
-    d = mujoco.MjData(m)
-    init = np.empty((n, mujoco.mj_stateSize(m, FULLPHYSICS)))
-    for i in range(n):
-        mujoco.mj_resetData(m, d)
-        d.qpos[:] = qpos0[i]
-        mujoco.mj_getState(m, d, init[i], FULLPHYSICS)
-    control = np.ascontiguousarray(np.repeat(ctrls.transpose(1, 0, 2), NSTEP, axis=1))
-    with mujoco.rollout.Rollout(nthread=threads) as r:
-        datas = [mujoco.MjData(m) for _ in range(threads)]
-        r.rollout(m, datas, init, control[:, :NSTEP])  # warm-up, as ours gets
-        t0 = time.perf_counter()
-        state, _ = r.rollout(m, datas, init, control)
-        dt = time.perf_counter() - t0
-    return n * k / dt, state[:, -1, 1:1 + m.nq]
+    return mujoco_rollout_limit(m, qpos0, ctrls, NSTEP, threads)
 
 
 def rollout_per_step(m, qpos0, ctrls, threads) -> float:
