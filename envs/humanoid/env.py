@@ -329,7 +329,8 @@ class HumanoidMotionEnv(BatchedEnv):
             ref = self._reference(ids)
             self._ref_sim.reset(None, torch.cat((ref.root_pos, ref.root_rot, ref.joint_pos), -1)
                                 .double().cpu())
-            refs = self._ref_sim.render(None, width=width, height=height, camera=camera)
+            refs = self._ref_sim.render(list(range(len(ids))), width=width, height=height,
+                                        camera=camera)
             frames = [np.concatenate((f, r), axis=1) for f, r in zip(frames, refs)]
         return tile_frames(frames, cols=cols)
 
