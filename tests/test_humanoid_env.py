@@ -97,3 +97,24 @@ def test_render_expert_beside_reference():
     assert frame.dtype == np.uint8 and frame.shape[2] == 3
     # Two envs tiled side by side, each beside its reference: four 96-pixel panels per row.
     assert frame.shape[:2] == (72, 4 * 96 + 2) and frame.std() > 5
+
+
+def test_residual_actions_are_offsets_from_the_next_reference_frame():
+    """Zero residual = PD targets on the next reference frame = the absolute-mode baseline."""
+    runs = {}
+    for mode in ("absolute", "residual"):
+        env = rlkd.make(ID, num_envs=4, seed=2, action_mode=mode)
+        pol = env.scripted_policy()
+        obs, _ = env.reset(seed=2)
+        for _ in range(12):
+            obs, *_ = env.step(pol(obs))
+        runs[mode] = obs["critic"]
+    torch.testing.assert_close(runs["absolute"], runs["residual"], atol=1e-5, rtol=0)
+    env = rlkd.make(ID, num_envs=2, seed=0, action_mode="residual", residual_scale=0.2)
+    env.reset(seed=0)
+    base = env.pd_targets(torch.zeros(2, 28))
+    moved = env.pd_targets(torch.full((2, 28), 0.5))
+    inside = (base > env.q_mid - env.q_half + 0.1) & (base < env.q_mid + env.q_half - 0.1)
+    torch.testing.assert_close((moved - base)[inside], torch.full_like(base[inside], 0.1))
+    with pytest.raises(ValueError, match="action_mode"):
+        rlkd.make(ID, num_envs=1, action_mode="torque")

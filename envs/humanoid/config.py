@@ -26,6 +26,15 @@ class HumanoidMotionConfig:
     frame_skip: int = 6
     """Physics steps (5 ms each) per control step: 6 gives 33.3 Hz control."""
 
+    # --- action
+    action_mode: str = "absolute"
+    """``"absolute"``: actions map linearly onto each joint's range (the PD target itself; what
+    a student without access to the reference must produce). ``"residual"``: PD target = the
+    next reference frame's angle + ``residual_scale x action`` (the env injects the reference:
+    for experts, which see it anyway; much faster to train)."""
+    residual_scale: float = 0.5
+    """Largest residual around the reference in ``residual`` mode, rad."""
+
     # --- reward (DeepMimic: sum of w * exp(-k * error))
     w_pose: float = 0.65
     """Weight of the joint-angle (and root orientation) term."""

@@ -5,7 +5,8 @@ After DeepMimic (Peng et al. 2018) and PhysHMR (Feng et al. 2025, arXiv 2510.025
 else is batched torch, so the same code runs on both backends.
 
 **Action** ``(num_envs, 28)`` in [-1, 1]: PD position targets of the 28 hinges, mapped linearly
-onto each joint's range (0 = mid-range). The MJCF's ``<position>`` actuators (kp per joint
+onto each joint's range (0 = mid-range); with ``action_mode="residual"``, offsets of up to
+``residual_scale`` rad from the next reference frame's angles instead. The MJCF's ``<position>`` actuators (kp per joint
 group, critical damping) turn them into torques; the target is held for ``frame_skip`` physics
 steps of 5 ms.
 
@@ -123,6 +124,8 @@ class HumanoidMotionEnv(BatchedEnv):
         c = cfg
         if c.frame_skip < 1 or not c.future_steps or min(c.future_steps) < 1:
             raise ValueError("frame_skip must be >= 1 and future_steps positive step offsets")
+        if c.action_mode not in ("absolute", "residual"):
+            raise ValueError(f"action_mode must be 'absolute' or 'residual', got {c.action_mode!r}")
         self.skeleton = sk = _skeleton()
         self.sim = MujocoBatch(ASSET_PATH, num_envs, backend=c.backend, device=self.device,
                                num_threads=c.num_threads or None, nstep=c.frame_skip,
@@ -209,7 +212,16 @@ class HumanoidMotionEnv(BatchedEnv):
         if bool((std > 0).any()):
             a = (a + self.rng.normal(None, a.shape[1]) * std[:, None]).clamp(-1.0, 1.0)
         self.prev_action = actions
-        self.sim.step((self.q_mid + a * self.q_half).to(self.sim.dtype))
+        self.sim.step(self.pd_targets(a).to(self.sim.dtype))
+
+    def pd_targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(N, 28)`` PD targets (rad) of ``actions (N, 28)`` for the coming step, per
+        ``action_mode``; also how a residual expert's actions convert to absolute ones."""
+        if self.cfg.action_mode == "residual":
+            nxt = self._reference(None, self.future[:1] / self.cfg.future_steps[0]).joint_pos
+            return torch.minimum(torch.maximum(nxt + self.cfg.residual_scale * actions,
+                                               self.q_mid - self.q_half), self.q_mid + self.q_half)
+        return self.q_mid + actions * self.q_half
 
     def _errors(self, s: dict[str, torch.Tensor], ref: MotionState) -> dict[str, torch.Tensor]:
         """Per-env tracking errors of state ``s`` against ``ref``."""
@@ -297,6 +309,8 @@ class HumanoidMotionEnv(BatchedEnv):
         start = 1 + 6 + 3 + 3 + 2 * nd + 15 + nd + 3 + 6  # first future frame's joint angles
 
         def policy(obs: Obs) -> torch.Tensor:
+            if self.cfg.action_mode == "residual":  # the env adds the reference already
+                return torch.zeros(obs["policy"].shape[0], nd, device=self.device)
             q = obs["policy"][:, start:start + nd]
             return ((q - self.q_mid) / self.q_half).clamp(-1.0, 1.0)
 
