@@ -206,7 +206,8 @@ def eval_cmd(
     Args:
         kind: sim2real.
         run: run directory or checkpoint (its env, overrides and policy), or an env id.
-        suite: default, dynamics, sensing, latency, or a YAML suite file.
+        suite: default, dynamics, sensing, latency, nominal (the policy alone), or a YAML
+            suite file.
         out: report directory.
         episodes: episodes per condition (a multiple of 8 keeps AGV episodes paired).
         seed: env seed (worlds, initial states, noise).

@@ -20,7 +20,9 @@ from .evaluate import Episodes, SuiteResult
 from .stats import bootstrap_gap, bootstrap_mean, dtw
 
 #: Metrics every report shows first (when the task reports them), then the task's own.
-CORE_METRICS = ("success", "return", "length", "collision", "action_jerk")
+CORE_METRICS = ("success", "return", "length", "collision", "fall", "action_jerk")
+#: Episode flags: shown as percentages, their gaps in percentage points.
+RATE_METRICS = ("success", "collision", "fall", "tracking_failure", "timeout")
 
 
 def shown_metrics(values: dict[str, np.ndarray], task_metrics: dict[str, str]) -> list[str]:
@@ -93,7 +95,7 @@ def summarize_twin(result: SuiteResult, names: list[str], resamples: int = 2000)
 def _fmt(m: str, s: dict[str, float]) -> str:
     if s.get("mean") is None or not np.isfinite(s["mean"]):
         return "—"
-    pct = m in ("success", "collision", "timeout")
+    pct = m in RATE_METRICS
     f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3g}")
     if np.isfinite(s.get("lo", np.nan)):
         return f"{f(s['mean'])} [{f(s['lo'])}, {f(s['hi'])}]"
@@ -103,7 +105,7 @@ def _fmt(m: str, s: dict[str, float]) -> str:
 def _fmt_gap(m: str, g: dict[str, Any]) -> str:
     if g.get("gap") is None or not np.isfinite(g["gap"]):
         return "—"
-    pct = m in ("success", "collision", "timeout")
+    pct = m in RATE_METRICS
     f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.3g}")
     star = " *" if g["significant"] else ""
     return f"{f(g['gap'])} [{f(g['lo'])}, {f(g['hi'])}]{star}"
@@ -209,7 +211,7 @@ def plot_conditions(summary: dict[str, Any], path: Path) -> Path:
         if i == 0:  # the condition names once, on the shared axis
             ax.set_yticks(y, names)
             ax.invert_yaxis()
-        ax.set_xlabel(m + (" rate" if m in ("success", "collision") else ""))
+        ax.set_xlabel(m + (" rate" if m in RATE_METRICS else ""))
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{summary['env_id']}: suite {summary['suite']['name']} "
                  f"(orange = differs from nominal, 95% CI)", fontsize=10)

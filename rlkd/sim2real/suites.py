@@ -130,8 +130,10 @@ def _c(name: str, **perturb: float) -> Condition:
     return Condition(name, perturb)
 
 
-#: Built-in suites. ``default`` covers one moderate step of every family plus a combination.
+#: Built-in suites. ``default`` covers one moderate step of every family plus a combination;
+#: ``nominal`` measures the policy alone (e.g. a tracker's MPJPE and fall rate).
 SUITES: dict[str, Suite] = {s.name: s for s in [
+    Suite("nominal", "the unperturbed task only: the policy's own quality", [_c("nominal")]),
     Suite("default", "one moderate step of each perturbation family, and all of them at once", [
         _c("nominal"), _c("mass_x1.5", mass=1.5), _c("friction_x0.5", friction=0.5),
         _c("motor_x0.8", motor_strength=0.8), _c("pd_gains_x0.5", pd_gains=0.5),
