@@ -348,6 +348,20 @@ class HumanoidMotionEnv(BatchedEnv):
             frames = [np.concatenate((f, r), axis=1) for f, r in zip(frames, refs)]
         return tile_frames(frames, cols=cols)
 
+    # ------------------------------------------------------------------ exact resume
+    def state_dict(self) -> dict[str, Any]:
+        """The base env state plus MuJoCo's full integration state of every world."""
+        state = super().state_dict()
+        state["sim"] = self.sim.get_state().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "sim" not in state:
+            raise ValueError("env state has no 'sim' entry (MuJoCo state): was it saved by "
+                             f"another task than {type(self).__name__}?")
+        super().load_state_dict(state)
+        self.sim.set_state(state["sim"])
+
     def close(self) -> None:
         for sim in (self.sim, getattr(self, "_ref_sim", None)):
             if sim is not None:
