@@ -232,10 +232,11 @@ def replay_log(log: RobotLog, env_id: str, conditions: list[Condition],
                env_overrides: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
     """Replay ``log`` open loop in ``env_id`` under each applicable condition (one batch).
 
-    Returns a JSON-ready dict: per condition the position error over time (m), its mean and final
-    value, DTW between the sim and logged position traces (m per aligned pair), the step at which
-    the sim episode ended early (collision) if it did; the condition closest to the log; and,
-    with a policy, the closed-loop comparison (see the module docstring).
+    Returns a JSON-ready dict: per condition the position error over time (m), its mean (over
+    the row's own steps and over the ``common_horizon`` every row ran) and final value, DTW
+    between the sim and logged position traces (m per aligned pair), the step at which the sim
+    episode ended early (collision) if it did; the condition closest to the log over the common
+    horizon; and, with a policy, the closed-loop comparison (see the module docstring).
     """
     overrides = {**(env_overrides or {}), **log.env_overrides}
     probe = rlkd.make(env_id, num_envs=1, device=device, seed=seed, **overrides)
@@ -277,24 +278,28 @@ def replay_log(log: RobotLog, env_id: str, conditions: list[Condition],
             sim[t + 1, stop] = np.nan  # the env reset these rows: their state is gone
     env.close()
     ref = _xy(log.states, log.state_names)
+    errs = np.linalg.norm(_xy(sim, log.state_names) - ref[:, None], axis=-1)  # (T + 1, C)
+    # Rows that ended early are compared with the others over the steps all of them ran.
+    horizon = int(np.isfinite(errs).all(axis=1).sum())
     open_loop = {}
     for i, c in enumerate(conds):
-        xy = _xy(sim[:, i], log.state_names)
-        err = np.linalg.norm(xy - ref, axis=-1)
+        err = errs[:, i]
         valid = np.isfinite(err)
+        xy = _xy(sim[:, i], log.state_names)
         open_loop[c.name] = {
             "pos_err": [float(e) if np.isfinite(e) else None for e in err],
             "mean_pos_err": float(err[valid].mean()),
+            "mean_pos_err_common": float(err[:horizon].mean()),
             "final_pos_err": float(err[valid][-1]),
             "dtw_m": dtw(xy[valid], ref[valid])["mean"],
             "ended_at": None if ended[i] < 0 else int(ended[i]),
         }
-    best = min(open_loop, key=lambda k: open_loop[k]["mean_pos_err"])
+    best = min(open_loop, key=lambda k: open_loop[k]["mean_pos_err_common"])
     out = {"log": log.path, "env_id": env_id, "steps": T,
            "duration_s": float(log.timestamps[-1] - log.timestamps[0] + log.dt) if T > 1 else 0.0,
            "time_s": [float(x) for x in np.arange(T + 1) * env_dt], "state_names":
            list(log.state_names), "open_loop": open_loop, "best_condition": best,
-           "closed_loop": None}
+           "common_horizon": horizon, "closed_loop": None}
     if policy_factory is not None:
         out["closed_loop"] = closed_loop_check(log, env_id, policy_factory, device, overrides, seed)
     return out

@@ -155,14 +155,15 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines += ["", "## Real-log replay", "", f"Log `{rp['log']}`: {rp['steps']} steps, "
                   f"{rp['duration_s']:.1f} s, replayed open-loop from its first state under "
                   f"every condition.", "",
-                  "| condition | final position error (m) | mean position error (m) | "
-                  "DTW (m) | sim ended at step |", "|---|---|---|---|---|"]
+                  f"| condition | mean position error over the first {rp['common_horizon']} "
+                  "steps (m) | mean position error (m) | final position error (m) | DTW (m) | "
+                  "sim ended at step |", "|---|---|---|---|---|---|"]
         for name, r in rp["open_loop"].items():
-            lines.append(f"| {name} | {r['final_pos_err']:.3f} | {r['mean_pos_err']:.3f} | "
-                         f"{r['dtw_m']:.3f} | {r['ended_at'] if r['ended_at'] is not None else '—'} |")
-        best = rp.get("best_condition")
-        if best:
-            lines += ["", f"Closest condition to the log: **{best}**."]
+            lines.append(f"| {name} | {r['mean_pos_err_common']:.3f} | {r['mean_pos_err']:.3f} | "
+                         f"{r['final_pos_err']:.3f} | {r['dtw_m']:.3f} | "
+                         f"{r['ended_at'] if r['ended_at'] is not None else '—'} |")
+        lines += ["", f"Closest condition to the log (over the common horizon): "
+                      f"**{rp['best_condition']}**."]
         cl = rp.get("closed_loop")
         if cl:
             lines += ["", "Policy on logged observations vs logged actions: mean |Δa| "
