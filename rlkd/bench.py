@@ -101,25 +101,19 @@ def mujoco_rollout_limit(model, qpos0: np.ndarray, ctrls: np.ndarray, nstep: int
     return n * k / dt, state[:, -1, 1:1 + model.nq]
 
 
-def bench_mujoco_limit(env_id: str, num_envs: int, steps: int, seed: int = 0,
-                       **overrides: Any) -> dict[str, float] | None:
-    """:func:`mujoco_rollout_limit` for the model and frame skip of ``env_id`` (random controls
-    in the actuators' ranges from the model's ``qpos0``); ``None`` for non-MuJoCo tasks."""
-    import rlkd
+def bench_mujoco_limit(model, nstep: int, num_envs: int, steps: int,
+                       seed: int = 0) -> dict[str, float]:
+    """:func:`mujoco_rollout_limit` of ``model`` at frame skip ``nstep`` (random controls in the
+    actuators' ranges, from the model's ``qpos0``, as many threads as this process may use)."""
+    from rlkd.sim.mujoco.model import available_cores
 
-    probe = rlkd.make(env_id, num_envs=1, seed=seed, **overrides)
-    sim = getattr(probe, "sim", None)
-    probe.close()
-    if sim is None or not hasattr(sim, "model"):
-        return None
-    m = sim.model
     rng = np.random.default_rng(seed)
-    lo, hi = m.actuator_ctrlrange[:, 0], m.actuator_ctrlrange[:, 1]
-    ctrls = lo + (hi - lo) * rng.random((steps, num_envs, m.nu))
-    qpos0 = np.repeat(m.qpos0[None], num_envs, axis=0)
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    rate, _ = mujoco_rollout_limit(m, qpos0, ctrls, sim.nstep, threads)
-    return {"num_envs": num_envs, "steps": steps, "threads": threads, "nstep": sim.nstep,
+    lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+    ctrls = lo + (hi - lo) * rng.random((steps, num_envs, model.nu))
+    qpos0 = np.repeat(model.qpos0[None], num_envs, axis=0)
+    threads = available_cores()
+    rate, _ = mujoco_rollout_limit(model, qpos0, ctrls, nstep, threads)
+    return {"num_envs": num_envs, "steps": steps, "threads": threads, "nstep": nstep,
             "env_steps_per_s": rate}
 
 
@@ -155,13 +149,17 @@ def run_bench(env_id: str, num_envs: tuple[int, ...], peer_num_envs: tuple[int, 
     # No peer measured (peer_num_envs empty): None, so the JSON report stays valid (no NaN).
     best_peer = max((r["env_steps_per_s"] for r in peer), default=None)
     # MuJoCo tasks: the physics alone (one native rollout call) bounds what any env can reach.
+    import rlkd
+
+    probe = rlkd.make(env_id, num_envs=1, seed=seed, **overrides)
+    sim = getattr(probe, "sim", None)
+    probe.close()
     limit = []
-    for r in ours:
-        lim = bench_mujoco_limit(env_id, r["num_envs"], r["steps"], seed, **overrides)
-        if lim is None:
-            break
-        lim["ratio_ours_vs_limit"] = r["env_steps_per_s"] / lim["env_steps_per_s"]
-        limit.append(lim)
+    if sim is not None and hasattr(sim, "model"):  # a MuJoCo task
+        for r in ours:
+            lim = bench_mujoco_limit(sim.model, sim.nstep, r["num_envs"], r["steps"], seed)
+            lim["ratio_ours_vs_limit"] = r["env_steps_per_s"] / lim["env_steps_per_s"]
+            limit.append(lim)
     return {"env_id": env_id, "device": device, "overrides": overrides, "ours": ours,
             "peer": {"name": "gymnasium.vector.SyncVectorEnv of single envs", "results": peer},
             "physics_limit": {"name": "mujoco.rollout of the same model and frame skip",

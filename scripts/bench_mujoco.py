@@ -78,11 +78,6 @@ def ours_same_trajectories(m, qpos0, ctrls, threads, impl="batch") -> tuple[floa
         return n * k / dt, b.qpos.numpy().copy()
 
 
-def limit_same_trajectories(m, qpos0, ctrls, threads) -> tuple[float, np.ndarray]:
-    """Env steps/s of one mujoco.rollout call over the same initial states and controls."""
-    return mujoco_rollout_limit(m, qpos0, ctrls, NSTEP, threads)
-
-
 def rollout_per_step(m, qpos0, ctrls, threads) -> float:
     """Env steps/s of ``Rollout.rollout`` called once per env step (state only)."""
     k, n, _ = ctrls.shape
@@ -202,7 +197,7 @@ def main() -> None:
             return rate
 
         def limit(n=n, qpos0=qpos0, ctrls=ctrls):
-            rate, finals[f"limit{n}"] = limit_same_trajectories(m, qpos0, ctrls, args.threads)
+            rate, finals[f"limit{n}"] = mujoco_rollout_limit(m, qpos0, ctrls, NSTEP, args.threads)
             return rate
 
         jobs[f"ours{n}"], jobs[f"limit{n}"] = ours, limit
@@ -255,7 +250,7 @@ def main() -> None:
         "threadpool_mjdata": lambda: ours_same_trajectories(
             m, qpos0, ctrls, args.threads, impl="threads")[0],
         "rollout_per_step_state_only": lambda: rollout_per_step(m, qpos0, ctrls, args.threads),
-        "limit": lambda: limit_same_trajectories(m, qpos0, ctrls, args.threads)[0]})
+        "limit": lambda: mujoco_rollout_limit(m, qpos0, ctrls, NSTEP, args.threads)[0]})
     alt = {name: {"env_steps_per_s": max(r), "runs": r,
                   "ratio_vs_limit": max(r) / max(runs["limit"])} for name, r in runs.items()}
     for name, r in alt.items():

@@ -142,6 +142,7 @@ class HumanoidMotionEnv(BatchedEnv):
         self.feet_mj = torch.as_tensor([sk.body_index(f) + 1 for f in FEET], device=dev)
         self.body_weight = float(sk.mass * 9.81)
         self.future = torch.as_tensor(c.future_steps, dtype=torch.float32, device=dev) * self.dt
+        self._next_step = torch.full((1,), self.dt, device=dev)  # residual targets: t + dt
 
         full = lambda v: torch.full((num_envs,), v, dtype=torch.float32, device=dev)  # noqa: E731
         # The backend's physical params are shared tensors: a write here reaches the physics.
@@ -218,7 +219,7 @@ class HumanoidMotionEnv(BatchedEnv):
         """``(N, 28)`` PD targets (rad) of ``actions (N, 28)`` for the coming step, per
         ``action_mode``; also how a residual expert's actions convert to absolute ones."""
         if self.cfg.action_mode == "residual":
-            nxt = self._reference(None, self.future[:1] / self.cfg.future_steps[0]).joint_pos
+            nxt = self._reference(None, self._next_step).joint_pos
             return torch.minimum(torch.maximum(nxt + self.cfg.residual_scale * actions,
                                                self.q_mid - self.q_half), self.q_mid + self.q_half)
         return self.q_mid + actions * self.q_half
