@@ -6,6 +6,7 @@ Examples::
     rlkd train                                   # built-in default: AGV warehouse, ppo-rdd
     rlkd train AGVWarehouse-v0 --agent ppo-rnd --num-envs 512 --steps 5000000 --out runs/rnd
     rlkd train --resume runs/rnd                 # continue exactly from the last checkpoint
+    rlkd train HumanoidMotion-v0 --agent ppo --init-from runs/a --out runs/b   # fine-tune
     torchrun --nproc_per_node 2 -m rlkd train --device cpu --out runs/ddp   # data parallel
     rlkd play runs/rnd --video out.mp4           # replay a trained policy
     rlkd play AGVWarehouse-v0 --policy scripted --video out.mp4
@@ -122,6 +123,7 @@ def train_cmd(
     device: str = "cpu",
     out: Path | None = None,
     resume: Path | None = None,
+    init_from: Path | None = None,
     checkpoint_every: int = 50,
     video: bool = True,
     set: tuple[str, ...] = (),
@@ -142,6 +144,8 @@ def train_cmd(
         out: run directory (default runs/<env>_<agent>_s<seed>).
         resume: continue this run directory from its last checkpoint (exactly; --steps may raise
             the budget, other flags are taken from the run's config.yaml).
+        init_from: start a new run from this run directory's (or checkpoint's) actor-critic
+            weights and normalizers; optimizer, env and counters start fresh (fine-tuning).
         checkpoint_every: iterations between checkpoints (one is written at the end).
         video: write videos/final.mp4 of the trained policy.
         set: env config overrides, key=value.
@@ -158,7 +162,8 @@ def train_cmd(
                           device=device, out=str(out or f"runs/{env}_{agent}_s{seed}"),
                           checkpoint_every=checkpoint_every, video=video,
                           env_overrides=_overrides(set), ppo=_overrides(ppo),
-                          intrinsic=_overrides(intrinsic))
+                          intrinsic=_overrides(intrinsic),
+                          init_from=None if init_from is None else str(init_from))
         runner = OnPolicyRunner(cfg)
     try:
         last = runner.learn()

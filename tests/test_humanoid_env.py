@@ -42,8 +42,26 @@ def test_reward_prefers_tracking_and_episodes_end_on_failure():
     assert torch.stack(r_track).mean() > 0.5 > torch.stack(r_zero[:10]).mean() + 0.2
     assert ended is not None and not ended["success"].any()
     assert (ended["fall"] | ended["tracking_failure"]).all()
-    assert set(info["reward_terms"]) == {"pose", "velocity", "end_effector", "root"}
+    assert set(info["reward_terms"]) == {"pose", "velocity", "end_effector", "root", "keypoint"}
     assert (info["metrics"]["mpjpe"] >= 0).all()
+
+
+def test_world_frame_drift_costs_the_keypoint_term_and_global_mpjpe_only():
+    env = rlkd.make(ID, num_envs=2, seed=0)
+    env.reset(seed=0)
+    st = env.sim.get_state()[[0, 0]]
+    env.sim.set_state(st)
+    env.t0[1], env.clip_ids[1] = env.t0[0], env.clip_ids[0]
+    qpos = env.sim.qpos.clone()
+    qpos[1, 0] += 0.2  # the same pose 20 cm off the reference along x (flat floor: same physics)
+    env.sim.reset(torch.tensor([1]), qpos[1:2], env.sim.qvel[1:2].clone())
+    _, _, _, _, info = env.step(torch.zeros(2, 28))
+    t, m = info["reward_terms"], info["metrics"]
+    assert t["keypoint"][1] < 0.1 * t["keypoint"][0]
+    for k in ("pose", "velocity", "end_effector"):
+        assert torch.allclose(t[k][0], t[k][1], atol=1e-4), k
+    assert torch.allclose(m["mpjpe_local"][0], m["mpjpe_local"][1], atol=0.5)
+    assert m["mpjpe"][1] > m["mpjpe"][0] + 100 and m["root_error"][1] > 150
 
 
 def test_deterministic_for_a_seed():

@@ -59,6 +59,25 @@ def test_checkpoint_round_trip_restores_learning_rate_and_normalizers(tmp_path):
     assert all(torch.equal(i1[k], i2[k]) for k in i1)
 
 
+def test_init_from_copies_weights_and_normalizers_but_starts_fresh(tmp_path):
+    src = tmp_path / "src"
+    OnPolicyRunner(_cfg(src, "ppo", iters=2)).learn()
+    tuned = OnPolicyRunner(_cfg(tmp_path / "tuned", "ppo", iters=1, init_from=str(src),
+                                ppo={"learning_rate": 3e-4}))
+    theirs = load_checkpoint(src / "checkpoints" / "last.pt")["agent"]["policy"]
+    ours = tuned.alg.policy.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert float(tuned.alg.policy.actor_norm.count) > 0
+    assert tuned.iteration == 0 and tuned.env_steps == 0
+    assert tuned.alg.learning_rate == 3e-4  # the new run's optimizer settings, not the source's
+    fresh = OnPolicyRunner(_cfg(tmp_path / "fresh", "ppo", iters=1)).alg.policy.state_dict()
+    assert not all(torch.equal(fresh[k], theirs[k]) for k in theirs)  # so the copy is real
+    # Another env's observations do not fit: the error names the group and both shapes.
+    with pytest.raises(CheckpointError, match="observation group 'policy'"):
+        OnPolicyRunner(_cfg(tmp_path / "bad", "ppo", iters=1, init_from=str(src),
+                            env_overrides={"lidar_rays": 8}))
+
+
 def _snapshot(d: Path):
     return {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 

@@ -35,8 +35,8 @@ class HumanoidMotionConfig:
     residual_scale: float = 0.5
     """Largest residual around the reference in ``residual`` mode, rad."""
 
-    # --- reward (DeepMimic: sum of w * exp(-k * error))
-    w_pose: float = 0.65
+    # --- reward (DeepMimic terms plus PHC's global keypoint term: sum of w * exp(-k * error))
+    w_pose: float = 0.5
     """Weight of the joint-angle (and root orientation) term."""
     k_pose: float = 2.0
     """Scale of the summed squared joint-angle error, 1/rad^2."""
@@ -52,6 +52,11 @@ class HumanoidMotionConfig:
     """Weight of the root (centre-of-mass proxy) position term."""
     k_root: float = 10.0
     """Scale of the squared root position error, 1/m^2."""
+    w_keypoint: float = 0.15
+    """Weight of the global keypoint term (PHC, Luo et al. 2023): the only term that sees
+    world-frame drift of the whole body, which the root-relative terms above forgive."""
+    k_keypoint: float = 100.0
+    """Scale of the mean (over keypoints) squared world-frame keypoint error, 1/m^2."""
 
     # --- termination
     fall_height: float = 0.5

@@ -27,12 +27,13 @@ critic      ``policy`` without noise, then the current tracking errors (joint an
             forces / body weight (2 x 3, world frame) and the clip phase (sin, cos)
 ==========  ================================================================================
 
-**Reward** (DeepMimic): ``w_pose exp(-k_pose e_pose) + w_vel exp(-k_vel e_vel) +
-w_end_effector exp(-k_end_effector e_ee) + w_root exp(-k_root e_root)`` with ``e_pose`` the
-summed squared joint-angle error plus the squared pelvis orientation error (rad^2), ``e_vel`` the
-summed squared joint-velocity error, ``e_ee`` the summed squared error of the root-relative end
-effectors (m^2) and ``e_root`` the squared pelvis position error (m^2). Per-term values are in
-``info["reward_terms"]``.
+**Reward** (DeepMimic, plus PHC's global keypoint term): ``w_pose exp(-k_pose e_pose) + w_vel
+exp(-k_vel e_vel) + w_end_effector exp(-k_end_effector e_ee) + w_root exp(-k_root e_root) +
+w_keypoint exp(-k_keypoint e_kp)`` with ``e_pose`` the summed squared joint-angle error plus the
+squared pelvis orientation error (rad^2), ``e_vel`` the summed squared joint-velocity error,
+``e_ee`` the summed squared error of the root-relative end effectors (m^2), ``e_root`` the
+squared pelvis position error (m^2) and ``e_kp`` the mean squared world-frame keypoint error
+(m^2). Per-term values are in ``info["reward_terms"]``.
 
 **Reset**: reference-state initialization: a random clip at a random time; the humanoid starts in
 that reference pose and velocity. **Termination**: the pelvis below ``fall_height`` (``fall``)
@@ -41,8 +42,9 @@ or the mean keypoint error above ``max_tracking_error`` (``tracking_failure``). 
 
 **Params** (per-env tensors in ``env.params``): the backend's ``body_mass``,
 ``geom_friction``, ``actuator_gain`` (PD kp) and ``dof_damping``, plus ``obs_noise_std`` and
-``action_noise_std``. **Metrics** (``info["metrics"]``): ``mpjpe`` (mean keypoint error, mm) and
-``root_error`` (pelvis position error, mm).
+``action_noise_std``. **Metrics** (``info["metrics"]``): ``mpjpe`` (mean world-frame keypoint
+error, mm), ``mpjpe_local`` (the same after moving the pelvis onto the reference's: root-aligned
+MPJPE, mm) and ``root_error`` (pelvis position error, mm).
 
 **Version history**: v0 (first release).
 """
@@ -114,7 +116,7 @@ class HumanoidMotionEnv(BatchedEnv):
         "obs_noise": (("obs_noise_std", "set"),),
         "action_noise": (("action_noise_std", "set"),),
     }
-    REPORT_METRICS = {"mpjpe": "mean", "root_error": "mean"}
+    REPORT_METRICS = {"mpjpe": "mean", "mpjpe_local": "mean", "root_error": "mean"}
 
     def __init__(self, cfg: HumanoidMotionConfig, num_envs: int = 1, device="cpu", seed: int = 0,
                  validate_actions: bool = True):
@@ -230,13 +232,16 @@ class HumanoidMotionEnv(BatchedEnv):
         rel = s["keypoints"][:, ee] - s["root_pos"][:, None]
         ref_rel = ref.keypoints[:, ee] - ref.root_pos[:, None]
         root_ang = quat_to_rotvec(quat_mul(ref.root_rot, quat_conj(s["root_rot"]))).norm(dim=-1)
+        kp_err = s["keypoints"] - ref.keypoints
         return {
             "joint": s["joint_pos"] - ref.joint_pos,
             "joint_vel": s["joint_vel"] - ref.joint_vel,
             "ee": rel - ref_rel,
             "root": s["root_pos"] - ref.root_pos,
             "root_angle": root_ang,
-            "keypoint_dist": (s["keypoints"] - ref.keypoints).norm(dim=-1).mean(-1),
+            "keypoint_dist": kp_err.norm(dim=-1).mean(-1),
+            "keypoint_sq": kp_err.square().sum(-1).mean(-1),
+            "keypoint_local": (kp_err - (s["root_pos"] - ref.root_pos)[:, None]).norm(dim=-1).mean(-1),
         }
 
     def _evaluate(self):
@@ -247,10 +252,12 @@ class HumanoidMotionEnv(BatchedEnv):
         e_vel = err["joint_vel"].square().sum(-1)
         e_ee = err["ee"].square().sum((-1, -2))
         e_root = err["root"].square().sum(-1)
+        e_kp = err["keypoint_sq"]
         terms = {"pose": c.w_pose * torch.exp(-c.k_pose * e_pose),
                  "velocity": c.w_vel * torch.exp(-c.k_vel * e_vel),
                  "end_effector": c.w_end_effector * torch.exp(-c.k_end_effector * e_ee),
-                 "root": c.w_root * torch.exp(-c.k_root * e_root)}
+                 "root": c.w_root * torch.exp(-c.k_root * e_root),
+                 "keypoint": c.w_keypoint * torch.exp(-c.k_keypoint * e_kp)}
         reward = sum(terms.values())
         fall = s["root_pos"][:, 2] < c.fall_height
         lost = err["keypoint_dist"] > c.max_tracking_error
@@ -260,7 +267,9 @@ class HumanoidMotionEnv(BatchedEnv):
 
     def _metrics(self) -> dict[str, torch.Tensor]:
         err = self._cache["errors"]
-        return {"mpjpe": err["keypoint_dist"] * 1000.0, "root_error": err["root"].norm(dim=-1) * 1000.0}
+        return {"mpjpe": err["keypoint_dist"] * 1000.0,
+                "mpjpe_local": err["keypoint_local"] * 1000.0,
+                "root_error": err["root"].norm(dim=-1) * 1000.0}
 
     # ------------------------------------------------------------------ observations
     def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:

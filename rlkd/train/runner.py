@@ -62,6 +62,10 @@ class TrainConfig:
     """PPOConfig overrides (``--ppo key=value``)."""
     intrinsic: dict[str, Any] = field(default_factory=dict)
     """RND/RDD config overrides (``--intrinsic key=value``)."""
+    init_from: str | None = None
+    """Checkpoint or run directory whose actor-critic weights and observation normalizers start
+    this run (fine-tuning, e.g. after a reward change). The optimizer, learning rate, env state
+    and step counters start fresh; observation shapes must match."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,6 +167,8 @@ class OnPolicyRunner:
         self.obs, _ = self.env.reset(seed=rank_seed)
         if resume_state is not None:
             self._load(resume_state)
+        elif cfg.init_from:
+            self._init_weights(cfg.init_from)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             full = {"train": self.cfg.to_dict(),
@@ -198,6 +204,25 @@ class OnPolicyRunner:
             self.obs = self.env.get_observations()
         for k, v in ck.get("stats_window", {}).items():
             self.stats.window[k].extend(tuple(x) for x in v)
+
+    def _init_weights(self, source: str) -> None:
+        """Start from the actor-critic (weights + normalizers) of another run's checkpoint."""
+        path = Path(source)
+        if path.is_dir():
+            path = path / "checkpoints" / "last.pt"
+        ck = load_checkpoint(path, required=("agent", "obs_spaces"))
+        ours = {g: list(s.shape) for g, s in self.env.observation_spaces.items()}
+        theirs = {g: list(v) for g, v in ck["obs_spaces"].items()}
+        for g in {self.alg.actor_group, self.alg.critic_group}:
+            if theirs.get(g) != ours[g]:
+                raise CheckpointError(f"{path}: init_from observation group {g!r} has shape "
+                                      f"{theirs.get(g)}, this env gives {ours[g]}")
+        try:
+            self.alg.policy.load_state_dict(ck["agent"]["policy"])
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: init_from weights do not fit this agent's "
+                                  f"networks: {exc}") from exc
+        broadcast_module_(self.alg.policy)
 
     @classmethod
     def resume(cls, run_dir: str | Path, steps: int | None = None,
