@@ -74,22 +74,29 @@ def bench_sync_vector(env_id: str, num_envs: int, steps: int, seed: int = 0,
             "env_steps_per_s": num_envs * steps / dt, "ms_per_step": 1e3 * dt / steps}
 
 
-def mujoco_rollout_limit(model, qpos0: np.ndarray, ctrls: np.ndarray, nstep: int,
-                         threads: int) -> tuple[float, np.ndarray]:
+def mujoco_rollout_limit(model, qpos0: np.ndarray | None, ctrls: np.ndarray, nstep: int,
+                         threads: int, init_states: np.ndarray | None = None
+                         ) -> tuple[float, np.ndarray]:
     """The physical limit of a MuJoCo task: env steps/s of ONE ``mujoco.rollout`` call (native
     threads, no Python between steps) over ``ctrls (K, N, nu)`` held for ``nstep`` physics steps
-    each, from ``qpos0 (N, nq)``. Returns it and the final ``qpos (N, nq)`` (for equality checks
-    against the same trajectories stepped another way)."""
+    each, from ``qpos0 (N, nq)`` at rest or from ``init_states (N, nstate)``
+    (``mjSTATE_INTEGRATION`` rows, as :meth:`rlkd.sim.mujoco.MujocoBatch.get_state` gives).
+    Returns it and the final ``qpos (N, nq)`` (for equality checks against the same
+    trajectories stepped another way)."""
     import mujoco
     import mujoco.rollout
 
     full = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    integration = mujoco.mjtState.mjSTATE_INTEGRATION
     k, n, _ = ctrls.shape
     d = mujoco.MjData(model)
     init = np.empty((n, mujoco.mj_stateSize(model, full)))
     for i in range(n):  # setup, not timed
         mujoco.mj_resetData(model, d)
-        d.qpos[:] = qpos0[i]
+        if init_states is not None:
+            mujoco.mj_setState(model, d, np.asarray(init_states[i], np.float64), integration)
+        else:
+            d.qpos[:] = qpos0[i]
         mujoco.mj_getState(model, d, init[i], full)
     control = np.ascontiguousarray(np.repeat(ctrls.transpose(1, 0, 2), nstep, axis=1))
     with mujoco.rollout.Rollout(nthread=threads) as r:
@@ -101,20 +108,44 @@ def mujoco_rollout_limit(model, qpos0: np.ndarray, ctrls: np.ndarray, nstep: int
     return n * k / dt, state[:, -1, 1:1 + model.nq]
 
 
-def bench_mujoco_limit(model, nstep: int, num_envs: int, steps: int,
-                       seed: int = 0) -> dict[str, float]:
-    """:func:`mujoco_rollout_limit` of ``model`` at frame skip ``nstep`` (random controls in the
-    actuators' ranges, from the model's ``qpos0``, as many threads as this process may use)."""
+def bench_task_physics_limit(env_id: str, num_envs: int, steps: int, seed: int = 0,
+                             **overrides: Any) -> dict[str, float]:
+    """The physics limit of a MuJoCo task *in its own states*: :func:`bench_batched`'s run is
+    replayed (same seed: same start states, same random actions) while the controls the env
+    sends to its simulator are recorded; then ONE ``mujoco.rollout`` call steps those start
+    states through those controls. Same model, frame skip, states and control sequence as the
+    measured env, minus everything the env does in Python (observations, rewards, resets, the
+    reference motion). Worlds the env resets mid-run carry on falling in the rollout, so the
+    contact load stays comparable (it can only be higher there)."""
+    import rlkd
     from rlkd.sim.mujoco.model import available_cores
 
-    rng = np.random.default_rng(seed)
-    lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-    ctrls = lo + (hi - lo) * rng.random((steps, num_envs, model.nu))
-    qpos0 = np.repeat(model.qpos0[None], num_envs, axis=0)
+    env = rlkd.make(env_id, num_envs=num_envs, seed=seed, **overrides)
+    env.reset(seed=seed)
+    gen = torch.Generator(device=env.device).manual_seed(seed)
+    actions = torch.rand(min(steps, 64), num_envs, env.act_dim, generator=gen,
+                         device=env.device) * 2 - 1
+    sim, ctrls = env.sim, []
+    for i in range(10):  # bench_batched's warm-up
+        env.step(actions[i % len(actions)])
+    init = sim.get_state().cpu().numpy()
+    step = sim.step
+    sim.step = lambda ctrl: (ctrls.append(ctrl.detach().cpu().numpy().astype(np.float64)),
+                             step(ctrl))
+    for i in range(steps):
+        env.step(actions[i % len(actions)])
+    # Worlds never reset since the recording began must end where the rollout ends: a check
+    # that the limit was taken on the env's own trajectories.
+    kept = (env.episode_length_buf >= 10 + steps).nonzero().squeeze(-1).cpu().numpy()
+    final = sim.qpos.cpu().numpy()[kept]
+    env.close()
     threads = available_cores()
-    rate, _ = mujoco_rollout_limit(model, qpos0, ctrls, nstep, threads)
-    return {"num_envs": num_envs, "steps": steps, "threads": threads, "nstep": nstep,
-            "env_steps_per_s": rate}
+    rate, last = mujoco_rollout_limit(sim.model, None, np.stack(ctrls), sim.nstep, threads,
+                                      init_states=init)
+    diff = float(np.abs(last[kept] - final).max()) if len(kept) else None
+    return {"num_envs": num_envs, "steps": steps, "threads": threads, "nstep": sim.nstep,
+            "env_steps_per_s": rate, "envs_never_reset": int(len(kept)),
+            "max_qpos_diff_vs_env": diff}
 
 
 def machine_info() -> dict[str, Any]:
@@ -155,14 +186,15 @@ def run_bench(env_id: str, num_envs: tuple[int, ...], peer_num_envs: tuple[int, 
     sim = getattr(probe, "sim", None)
     probe.close()
     limit = []
-    if sim is not None and hasattr(sim, "model"):  # a MuJoCo task
+    if sim is not None and hasattr(sim, "model") and device == "cpu":  # a MuJoCo task
         for r in ours:
-            lim = bench_mujoco_limit(sim.model, sim.nstep, r["num_envs"], r["steps"], seed)
+            lim = bench_task_physics_limit(env_id, r["num_envs"], r["steps"], seed, **overrides)
             lim["ratio_ours_vs_limit"] = r["env_steps_per_s"] / lim["env_steps_per_s"]
             limit.append(lim)
     return {"env_id": env_id, "device": device, "overrides": overrides, "ours": ours,
             "peer": {"name": "gymnasium.vector.SyncVectorEnv of single envs", "results": peer},
-            "physics_limit": {"name": "mujoco.rollout of the same model and frame skip",
+            "physics_limit": {"name": "one mujoco.rollout call over the env's own start "
+                                      "states and control sequence (same model, frame skip)",
                               "results": limit},
             "best_ours_env_steps_per_s": best_ours, "best_peer_env_steps_per_s": best_peer,
             "ratio_vs_peer": None if best_peer is None else best_ours / best_peer,

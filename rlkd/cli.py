@@ -34,8 +34,20 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"error: --set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = _yaml_value(value)
     return out
+
+
+def _yaml_value(text: str):
+    """A YAML scalar/list, except that floats YAML 1.1 leaves as strings ("1e-5", no dot)
+    become floats: on a command line they can only mean numbers."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def list_cmd() -> None:

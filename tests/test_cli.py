@@ -86,3 +86,12 @@ def test_unknown_env_id_exits_nonzero(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode != 0
     assert "NoSuchEnv-v0" in proc.stderr
+
+
+def test_overrides_read_yaml_and_exponent_floats():
+    from rlkd.cli import _overrides
+
+    got = _overrides(("learning_rate=1e-5", "motion=walk", "hidden=[64, 32]", "flag=true"))
+    assert got == {"learning_rate": 1e-5, "motion": "walk", "hidden": [64, 32], "flag": True}
+    with pytest.raises(SystemExit, match="key=value"):
+        _overrides(("no_equals_sign",))

@@ -153,3 +153,13 @@ def test_state_dict_restores_the_physics_exactly():
         assert torch.equal(x, y)
     with pytest.raises(ValueError, match="'sim'"):
         env.load_state_dict({k: v for k, v in saved.items() if k != "sim"})
+
+
+def test_bench_physics_limit_replays_the_envs_own_trajectories():
+    """`rlkd bench`'s limit for a MuJoCo task steps the env's own start states through the
+    controls the env sent: worlds the env never reset end in the same state."""
+    from rlkd.bench import bench_task_physics_limit
+
+    r = bench_task_physics_limit(ID, 16, 12, seed=0, action_mode="residual")
+    assert r["envs_never_reset"] > 0 and r["max_qpos_diff_vs_env"] < 1e-9
+    assert r["env_steps_per_s"] > 0 and r["nstep"] == 6

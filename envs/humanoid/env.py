@@ -92,11 +92,18 @@ def load_library(spec: str, skeleton: Skeleton, device, mode: str) -> MotionLibr
     return MotionLibrary(clips, skeleton, device=device, mode=mode)
 
 
-def _yaw_inv(root_rot: torch.Tensor) -> torch.Tensor:
-    """``(N, 4)`` rotation from the world frame into the heading frame (inverse pelvis yaw)."""
-    half = -0.5 * quat_yaw(root_rot)
+def _yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
+    """``(N, 4)`` rotation by ``yaw (N,)`` rad about the world z axis."""
+    half = 0.5 * yaw
     z = torch.zeros_like(half)
     return torch.stack((torch.cos(half), z, z, torch.sin(half)), -1)
+
+
+def _unyaw(v: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """World-frame vectors ``v (N, V, 3)`` in the heading frame of yaw ``(cos, sin) (N, 1)``:
+    a planar rotation by -yaw (cheaper than a general quaternion rotation)."""
+    x, y, z = v.unbind(-1)
+    return torch.stack((c * x + s * y, c * y - s * x, z), -1)
 
 
 def _rot6(q: torch.Tensor) -> torch.Tensor:
@@ -117,6 +124,7 @@ class HumanoidMotionEnv(BatchedEnv):
         "action_noise": (("action_noise_std", "set"),),
     }
     REPORT_METRICS = {"mpjpe": "mean", "mpjpe_local": "mean", "root_error": "mean"}
+    STEP_TORCH_THREADS = 1  # MuJoCo's own thread pool occupies the cores during the physics
 
     def __init__(self, cfg: HumanoidMotionConfig, num_envs: int = 1, device="cpu", seed: int = 0,
                  validate_actions: bool = True):
@@ -145,6 +153,7 @@ class HumanoidMotionEnv(BatchedEnv):
         self.body_weight = float(sk.mass * 9.81)
         self.future = torch.as_tensor(c.future_steps, dtype=torch.float32, device=dev) * self.dt
         self._next_step = torch.full((1,), self.dt, device=dev)  # residual targets: t + dt
+        self._ref_offsets = torch.cat((torch.zeros(1, device=dev), self.future))
 
         full = lambda v: torch.full((num_envs,), v, dtype=torch.float32, device=dev)  # noqa: E731
         # The backend's physical params are shared tensors: a write here reaches the physics.
@@ -229,8 +238,8 @@ class HumanoidMotionEnv(BatchedEnv):
     def _errors(self, s: dict[str, torch.Tensor], ref: MotionState) -> dict[str, torch.Tensor]:
         """Per-env tracking errors of state ``s`` against ``ref``."""
         ee = self.ee_idx
-        rel = s["keypoints"][:, ee] - s["root_pos"][:, None]
-        ref_rel = ref.keypoints[:, ee] - ref.root_pos[:, None]
+        rel = s["keypoints"].index_select(1, ee) - s["root_pos"][:, None]
+        ref_rel = ref.keypoints.index_select(1, ee) - ref.root_pos[:, None]
         root_ang = quat_to_rotvec(quat_mul(ref.root_rot, quat_conj(s["root_rot"]))).norm(dim=-1)
         kp_err = s["keypoints"] - ref.keypoints
         return {
@@ -276,25 +285,36 @@ class HumanoidMotionEnv(BatchedEnv):
         c = self.cfg
         s = self._sim_state(env_ids)
         M = s["root_pos"].shape[0]
-        ref_now = self._reference(env_ids)
+        F = len(c.future_steps)
+        # The reference now and at every future step in one sample: rows (1 + F) x M.
+        ref = self._reference(env_ids, self._ref_offsets)
+        ref_now = MotionState(**{k: None if v is None else v[:M] for k, v in vars(ref).items()})
         errors = self._errors(s, ref_now)
         if env_ids is None:  # the whole batch's errors serve _evaluate and _metrics of this step
             self._cache = {"state": s, "errors": errors}
-        inv = _yaw_inv(s["root_rot"])
-        ee_rel = quat_rotate(inv[:, None], s["keypoints"][:, self.ee_idx] - s["root_pos"][:, None])
+        # Every heading-frame vector in one rotation (M, V, 3), V = 5 end effectors, the two
+        # root velocities, then per future frame its root offset and its 5 end effectors.
+        root = s["root_pos"][:, None]
+        fut_root = ref.root_pos[M:].view(F, M, 1, 3).transpose(0, 1)
+        fut_ee = (ref.keypoints[M:].index_select(1, self.ee_idx).view(F, M, -1, 3).transpose(0, 1)
+                  - fut_root)
+        vecs = torch.cat((s["keypoints"].index_select(1, self.ee_idx) - root,
+                          s["root_lin_vel"][:, None], s["root_ang_vel"][:, None],
+                          torch.cat((fut_root - root[:, None], fut_ee), 2).reshape(M, -1, 3)), 1)
+        yaw = quat_yaw(s["root_rot"])
+        local = _unyaw(vecs, torch.cos(yaw)[:, None], torch.sin(yaw)[:, None])
+        inv = _yaw_quat(-yaw)
+        rot6 = _rot6(quat_mul(inv[:, None], torch.cat(
+            (s["root_rot"][:, None], ref.root_rot[M:].view(F, M, 4).transpose(0, 1)), 1)))
+        ne = len(self.ee_idx)
         prev = self.prev_action if env_ids is None else self.prev_action[env_ids]
-        sensed = torch.cat((s["root_pos"][:, 2:3], _rot6(quat_mul(inv, s["root_rot"])),
-                            quat_rotate(inv, s["root_lin_vel"]), quat_rotate(inv, s["root_ang_vel"]),
-                            s["joint_pos"], 0.1 * s["joint_vel"], ee_rel.reshape(M, -1)), -1)
-        fut = self._reference(env_ids, self.future)
-        F = len(c.future_steps)
-        inv_f = inv.repeat(F, 1)
-        root_f = s["root_pos"].repeat(F, 1)
-        fut_ee = quat_rotate(inv_f[:, None], fut.keypoints[:, self.ee_idx] - fut.root_pos[:, None])
-        future = torch.cat((quat_rotate(inv_f, fut.root_pos - root_f),
-                            _rot6(quat_mul(inv_f, fut.root_rot)), fut.joint_pos,
-                            fut_ee.reshape(F * M, -1)), -1)
-        future = future.view(F, M, -1).transpose(0, 1).reshape(M, -1)
+        sensed = torch.cat((s["root_pos"][:, 2:3], rot6[:, 0], local[:, ne], local[:, ne + 1],
+                            s["joint_pos"], 0.1 * s["joint_vel"],
+                            local[:, :ne].reshape(M, -1)), -1)
+        fut_local = local[:, ne + 2:].reshape(M, F, 1 + ne, 3)
+        future = torch.cat((fut_local[:, :, 0], rot6[:, 1:],
+                            ref.joint_pos[M:].view(F, M, -1).transpose(0, 1),
+                            fut_local[:, :, 1:].reshape(M, F, -1)), -1).reshape(M, -1)
         clean = torch.cat((sensed, prev, future), -1)
         std = self.params["obs_noise_std"] if env_ids is None else self.params["obs_noise_std"][env_ids]
         policy = clean
@@ -303,7 +323,7 @@ class HumanoidMotionEnv(BatchedEnv):
             policy = torch.cat((sensed + noise, prev, future), -1)
         # Privileged: tracking errors, foot contact forces, clip phase.
         cfrc = self.sim.cfrc_ext if env_ids is None else self.sim.cfrc_ext[env_ids]
-        feet = cfrc[:, self.feet_mj, 3:].float() / self.body_weight
+        feet = cfrc.index_select(1, self.feet_mj)[..., 3:].float() / self.body_weight
         phase = 2 * np.pi * self._time(env_ids) / self.motions.duration[
             self.clip_ids if env_ids is None else self.clip_ids[env_ids]].float()
         critic = torch.cat((clean, errors["joint"], 0.1 * errors["joint_vel"],

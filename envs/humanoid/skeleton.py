@@ -385,8 +385,9 @@ class Skeleton:
         """End-effector site positions ``(..., nsite, 3)`` (world, metres) from FK output."""
         idx = self._t("site_body", body_pos.new_zeros((), dtype=torch.long))
         local = self._t("site_pos", body_pos)
-        return body_pos[..., idx, :] + quat_rotate(body_rot[..., idx, :],
-                                                   local.expand(body_pos.shape[:-2] + local.shape))
+        # index_select: torch's advanced indexing on an inner dim is several times slower.
+        return body_pos.index_select(-2, idx) + quat_rotate(
+            body_rot.index_select(-2, idx), local.expand(body_pos.shape[:-2] + local.shape))
 
     def keypoints(self, body_pos: torch.Tensor, body_rot: torch.Tensor) -> torch.Tensor:
         """Keypoints ``(..., nkeypoint, 3)``: body origins then sites (:attr:`keypoint_names`)."""

@@ -36,11 +36,6 @@ def apply_overrides(cfg: C, overrides: dict[str, Any], owner: str = "config") ->
         if isinstance(current, bool) and not isinstance(value, bool):
             raise TypeError(f"config key {key!r} of {owner} expects a bool, got {value!r}")
         if isinstance(current, (int, float)) and not isinstance(current, bool):
-            if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise TypeError(f"config key {key!r} of {owner} expects a number, got {value!r}")
             if isinstance(current, int) and isinstance(value, float):

@@ -67,6 +67,11 @@ class BatchedEnv(abc.ABC):
     #: ``_metrics`` entries reports show, with their per-episode aggregate (``"mean"``,
     #: ``"min"`` or ``"max"``), e.g. ``{"tracking_error": "mean", "contact_force": "max"}``.
     REPORT_METRICS: dict[str, str] = {}
+    #: Torch intra-op threads while :meth:`step` runs on CPU (``None``: leave torch's setting).
+    #: Tasks whose simulator steps on its own native thread pool over every core set 1: torch's
+    #: OpenMP workers would otherwise spin between ops against that pool (measured on the
+    #: humanoid: 13% more env steps/s at 2048 envs on 2 cores).
+    STEP_TORCH_THREADS: int | None = None
 
     def __init__(self, cfg: Any, num_envs: int = 1, device: str | torch.device = "cpu",
                  seed: int = 0, validate_actions: bool = True):
@@ -154,6 +159,18 @@ class BatchedEnv(abc.ABC):
         """
         if self._obs is None:
             raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
+        threads = self.STEP_TORCH_THREADS
+        if threads is None or self.device.type != "cpu" or torch.get_num_threads() == threads:
+            return self._step(actions)
+        outer = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return self._step(actions)
+        finally:
+            torch.set_num_threads(outer)
+
+    def _step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                    dict[str, Any]]:
         actions = self._check_actions(actions)
         self._step_sim(actions)
         self.episode_length_buf += 1
