@@ -10,6 +10,8 @@ Examples::
     torchrun --nproc_per_node 2 -m rlkd train --device cpu --out runs/ddp   # data parallel
     rlkd play runs/rnd --video out.mp4           # replay a trained policy
     rlkd play AGVWarehouse-v0 --policy scripted --video out.mp4
+    rlkd play expert:humanoid-walk --video walk.mp4   # shipped expert beside its reference
+    rlkd export runs/rnd --out rnd_policy.pt     # the actor alone, for play / eval / sharing
     rlkd eval sim2real runs/rnd --suite default --out report/    # sim-to-real report
     rlkd eval sim2real runs/rnd --real-log robot.npz --out report/
     rlkd bench AGVWarehouse-v0 --num-envs 1 64 1024 4096 --json bench.json
@@ -62,7 +64,8 @@ def list_cmd() -> None:
 
 def play_cmd(
     env: Annotated[str, tyro.conf.arg(
-        help="env id (e.g. AGVWarehouse-v0), or a run directory / checkpoint of `rlkd train`")
+        help="env id (e.g. AGVWarehouse-v0), a run directory / checkpoint of `rlkd train`, an "
+             "exported policy file, or expert:<name> (a shipped expert, e.g. expert:humanoid-walk)")
     ] = "AGVWarehouse-v0",
     /,
     policy: Literal["random", "zero", "scripted"] = "random",
@@ -78,9 +81,9 @@ def play_cmd(
     """Roll out a trained policy or a stand-in, print episode statistics, optionally write video.
 
     Args:
-        env: env id, or a run directory (``runs/<name>``) or checkpoint file: then the trained
-            policy (mean actions, frozen normalizers) drives the run's env and ``--policy`` is
-            ignored.
+        env: env id, or a run directory (``runs/<name>``), checkpoint, exported policy file or
+            ``expert:<name>``: then the trained policy (mean actions, frozen normalizers) drives
+            the run's env and ``--policy`` is ignored.
         policy: random, zero, or the task's scripted controller (env ids only).
         num_envs: envs simulated (all are tiled into the video).
         steps: control steps.
@@ -196,7 +199,8 @@ def train_cmd(
 def eval_cmd(
     kind: Annotated[Literal["sim2real"], tyro.conf.arg(help="evaluation kind")],
     run: Annotated[str, tyro.conf.arg(
-        help="run directory / checkpoint of `rlkd train`, or an env id (then --policy)",
+        help="run directory / checkpoint / exported policy of `rlkd train`, expert:<name>, "
+             "or an env id (then --policy)",
         metavar="RUN")],
     /,
     suite: str = "default",
@@ -292,6 +296,34 @@ def eval_cmd(
     con.print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
+def export_cmd(
+    run: Annotated[Path, tyro.conf.arg(help="run directory or training checkpoint",
+                                       metavar="RUN")],
+    /,
+    out: Path = Path("policy.pt"),
+    note: tuple[str, ...] = (),
+) -> None:
+    """Export a trained run's actor (weights, action std, observation normalizer) to a small
+    policy file that `rlkd play` and `rlkd eval` load like the run itself.
+
+    Args:
+        run: run directory (its last checkpoint) or a checkpoint file.
+        out: the policy file to write (atomically).
+        note: provenance lines stored in the file (e.g. the commands that trained it).
+    """
+    import datetime
+
+    from rlkd.train.checkpoint import CheckpointError
+    from rlkd.train.export import export_policy
+
+    try:
+        path = export_policy(run, out, {
+            "notes": list(note), "exported": datetime.datetime.now().isoformat(timespec="seconds")})
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"policy: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 def bench_cmd(
     env: Annotated[str, tyro.conf.arg(help="env id")] = "AGVWarehouse-v0",
     /,
@@ -347,7 +379,7 @@ def bench_cmd(
 
 
 COMMANDS = {"list": list_cmd, "train": train_cmd, "play": play_cmd, "eval": eval_cmd,
-            "bench": bench_cmd}
+            "export": export_cmd, "bench": bench_cmd}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,16 +30,35 @@ def make_policy(name: str, env, seed: int = 0) -> Policy:
 PolicyFactory = Callable[[object], Policy]
 
 
+#: Trained policies shipped in the package (``rlkd play expert:<name>``): name -> (package,
+#: file). Each file records the commands that reproduce it (``provenance``).
+EXPERTS = {"humanoid-walk": ("rlkd.envs.humanoid", "experts/walk.pt")}
+
+
+def expert_path(name: str):
+    """Path of the shipped expert ``name`` (see :data:`EXPERTS`)."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    if name not in EXPERTS:
+        raise ValueError(f"unknown expert {name!r}; shipped experts: {sorted(EXPERTS)}")
+    package, file = EXPERTS[name]
+    return Path(str(files(package) / file))
+
+
 def policy_source(target: str, stand_in: str = "random", device: str = "cpu",
                   seed: int = 0) -> tuple[str, dict, PolicyFactory, str]:
     """What to evaluate: ``(env_id, env_overrides, policy_factory, label)``.
 
-    ``target`` is a run directory / checkpoint of ``rlkd train`` (its env, its overrides, its
-    policy with mean actions and frozen normalizers) or an env id (no overrides, the
-    ``stand_in`` policy). Raises ``CheckpointError`` for a corrupt checkpoint.
+    ``target`` is a run directory / checkpoint of ``rlkd train`` or an exported policy (its
+    env, its overrides, its policy with mean actions and frozen normalizers), ``expert:<name>``
+    (a shipped expert, :data:`EXPERTS`) or an env id (no overrides, the ``stand_in``
+    policy). Raises ``CheckpointError`` for a corrupt checkpoint.
     """
     from pathlib import Path
 
+    if target.startswith("expert:"):
+        target = str(expert_path(target[len("expert:"):]))
     if not Path(target).exists():
         return target, {}, lambda env: make_policy(stand_in, env, seed), stand_in
     from rlkd.train import load_policy

@@ -139,11 +139,44 @@ def test_rlkd_train_and_play_end_to_end(tmp_path, capsys):
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
     rows = _metrics(out)
     assert len(rows) == 3 and rows[-1]["env_steps"] == 384
-    assert {"charts/SPS", "losses/value_loss", "intrinsic/reward_raw"} <= rows[-1].keys()
+    assert {"charts/SPS", "losses/value_loss", "intrinsic/reward_raw", "metrics/clearance"} \
+        <= rows[-1].keys()
     video = tmp_path / "play.gif"
     main(["play", str(out), "--num-envs", "2", "--steps", "15", "--video", str(video)])
     assert video.stat().st_size > 0
     assert "ppo-rnd" in capsys.readouterr().out
+
+
+def test_exported_policy_acts_like_its_run_and_is_smaller(tmp_path, capsys):
+    from rlkd.cli import main
+    from rlkd.train import load_policy
+
+    run = tmp_path / "run"
+    OnPolicyRunner(_cfg(run, "ppo", iters=2)).learn()
+    out = tmp_path / "policy.pt"
+    main(["export", str(run), "--out", str(out), "--note", "trained by the test"])
+    assert "policy:" in capsys.readouterr().out
+    ck = load_checkpoint(out)
+    assert ck["kind"] == "policy" and ck["provenance"]["notes"] == ["trained by the test"]
+    assert not any(k.startswith("critic") for k in ck["agent"]["policy"])
+    assert out.stat().st_size < 0.7 * (run / "checkpoints" / "last.pt").stat().st_size
+    _, full = load_policy(run)
+    _, small = load_policy(out)
+    obs = torch.randn(32, full.actor_norm.mean.shape[0]) * 3
+    assert torch.equal(full.act_deterministic(obs), small.act_deterministic(obs))
+    # play and eval take the file like a run; init_from and a second export refuse it.
+    main(["play", str(out), "--num-envs", "2", "--steps", "5"])
+    with pytest.raises(CheckpointError, match="exported policy"):
+        OnPolicyRunner(_cfg(tmp_path / "ft", "ppo", iters=1, init_from=str(out)))
+    with pytest.raises(SystemExit, match="already an exported policy"):
+        main(["export", str(out), "--out", str(tmp_path / "again.pt")])
+
+
+def test_unknown_expert_is_named():
+    from rlkd.policies import policy_source
+
+    with pytest.raises(ValueError, match="unknown expert 'humanoid-fly'.*humanoid-walk"):
+        policy_source("expert:humanoid-fly")
 
 
 def test_final_video_is_written(tmp_path):

@@ -211,6 +211,9 @@ class OnPolicyRunner:
         if path.is_dir():
             path = path / "checkpoints" / "last.pt"
         ck = load_checkpoint(path, required=("agent", "obs_spaces"))
+        if ck.get("kind") == "policy":
+            raise CheckpointError(f"{path} is an exported policy (actor only); init_from needs "
+                                  f"a training checkpoint, which has the critic too")
         ours = {g: list(s.shape) for g, s in self.env.observation_spaces.items()}
         theirs = {g: list(v) for g, v in ck["obs_spaces"].items()}
         for g in {self.alg.actor_group, self.alg.critic_group}:
@@ -260,6 +263,7 @@ class OnPolicyRunner:
             while self.iteration < self.total_iterations:
                 t0 = time.perf_counter()
                 alg.policy.train()
+                metric_sums: dict[str, torch.Tensor] = {}
                 with torch.no_grad():
                     for _ in range(self.ppo_cfg.num_steps):
                         actions = alg.act(self.obs)
@@ -267,6 +271,8 @@ class OnPolicyRunner:
                         alg.process_env_step(self.obs, reward, term, trunc, info)
                         if "episode" in info:
                             self.stats.add(info["episode"])
+                        for k, v in info.get("metrics", {}).items():  # the task's diagnostics
+                            metric_sums[k] = metric_sums.get(k, 0.0) + v.float().mean()
                     alg.compute_returns(self.obs)
                 t1 = time.perf_counter()
                 losses = alg.update()
@@ -281,6 +287,10 @@ class OnPolicyRunner:
                            "charts/collision_rate": ep["collision"],
                            "charts/timeout_rate": ep["timeout"],
                            "perf/collection_s": t1 - t0, "perf/learn_s": t2 - t1, **losses}
+                if metric_sums:  # means over the rollout's steps and envs (this rank's)
+                    packed = torch.stack(list(metric_sums.values())) / self.ppo_cfg.num_steps
+                    scalars.update({f"metrics/{k}": float(v)
+                                    for k, v in zip(metric_sums, packed.tolist())})
                 log.log(self.iteration - 1, self.env_steps, scalars)
                 stop = bool(callback(self, scalars)) if callback is not None else False
                 if self.iteration % cfg.checkpoint_every == 0 \
@@ -333,9 +343,15 @@ def load_policy(run_or_ckpt: str | Path, device: str = "cpu"):
     ck = load_checkpoint(path, map_location=device, required=("config", "agent"))
     cfg = TrainConfig.from_dict(ck["config"])
     env, alg, _, _ = build_env_and_agent(cfg, cfg.seed, device, num_envs=1)
+    exported = ck.get("kind") == "policy"  # rlkd.train.export: the actor only
     try:
-        alg.policy.load_state_dict(ck["agent"]["policy"])
+        result = alg.policy.load_state_dict(ck["agent"]["policy"], strict=not exported)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit {cfg.env} / {cfg.agent}: {e}") from e
+    if exported:
+        lost = [k for k in result.missing_keys if not k.startswith(("critic.", "critic_norm."))]
+        if lost or result.unexpected_keys:
+            raise CheckpointError(f"policy file {path} does not fit {cfg.env} / {cfg.agent}: "
+                                  f"missing {lost}, unexpected {result.unexpected_keys}")
     alg.policy.eval()
     return cfg, alg.policy
