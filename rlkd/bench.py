@@ -74,29 +74,22 @@ def bench_sync_vector(env_id: str, num_envs: int, steps: int, seed: int = 0,
             "env_steps_per_s": num_envs * steps / dt, "ms_per_step": 1e3 * dt / steps}
 
 
-def mujoco_rollout_limit(model, qpos0: np.ndarray | None, ctrls: np.ndarray, nstep: int,
-                         threads: int, init_states: np.ndarray | None = None
-                         ) -> tuple[float, np.ndarray]:
+def mujoco_rollout_limit(model, qpos0: np.ndarray, ctrls: np.ndarray, nstep: int,
+                         threads: int) -> tuple[float, np.ndarray]:
     """The physical limit of a MuJoCo task: env steps/s of ONE ``mujoco.rollout`` call (native
     threads, no Python between steps) over ``ctrls (K, N, nu)`` held for ``nstep`` physics steps
-    each, from ``qpos0 (N, nq)`` at rest or from ``init_states (N, nstate)``
-    (``mjSTATE_INTEGRATION`` rows, as :meth:`rlkd.sim.mujoco.MujocoBatch.get_state` gives).
-    Returns it and the final ``qpos (N, nq)`` (for equality checks against the same
-    trajectories stepped another way)."""
+    each, from ``qpos0 (N, nq)``. Returns it and the final ``qpos (N, nq)`` (for equality checks
+    against the same trajectories stepped another way)."""
     import mujoco
     import mujoco.rollout
 
     full = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    integration = mujoco.mjtState.mjSTATE_INTEGRATION
     k, n, _ = ctrls.shape
     d = mujoco.MjData(model)
     init = np.empty((n, mujoco.mj_stateSize(model, full)))
     for i in range(n):  # setup, not timed
         mujoco.mj_resetData(model, d)
-        if init_states is not None:
-            mujoco.mj_setState(model, d, np.asarray(init_states[i], np.float64), integration)
-        else:
-            d.qpos[:] = qpos0[i]
+        d.qpos[:] = qpos0[i]
         mujoco.mj_getState(model, d, init[i], full)
     control = np.ascontiguousarray(np.repeat(ctrls.transpose(1, 0, 2), nstep, axis=1))
     with mujoco.rollout.Rollout(nthread=threads) as r:
@@ -108,15 +101,46 @@ def mujoco_rollout_limit(model, qpos0: np.ndarray | None, ctrls: np.ndarray, nst
     return n * k / dt, state[:, -1, 1:1 + model.nq]
 
 
+def mujoco_step_replay_limit(model, states: np.ndarray, ctrls: np.ndarray, nstep: int,
+                             threads: int) -> tuple[float, np.ndarray]:
+    """Env steps/s of ONE ``mujoco.rollout`` call that re-simulates recorded control steps:
+    trajectory ``j`` starts from ``states[j]`` (an ``mjSTATE_INTEGRATION`` row, solver warm start
+    included, as :meth:`rlkd.sim.mujoco.MujocoBatch.get_state` gives) and holds ``ctrls[j]``
+    for ``nstep`` physics steps. Fed every (env, step) of an env's run, it is the cost of
+    exactly that run's physics (resets included) with nothing else. Returns the rate and each
+    trajectory's final ``qpos (n, nq)``."""
+    import mujoco
+    import mujoco.rollout
+
+    full = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    n = len(states)
+    d = mujoco.MjData(model)
+    init = np.empty((n, mujoco.mj_stateSize(model, full)))
+    warm = np.empty((n, model.nv))
+    for j in range(n):  # setup, not timed
+        mujoco.mj_setState(model, d, np.asarray(states[j], np.float64),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_getState(model, d, init[j], full)
+        warm[j] = d.qacc_warmstart
+    control = np.ascontiguousarray(np.repeat(ctrls[:, None], nstep, axis=1))
+    with mujoco.rollout.Rollout(nthread=threads) as r:
+        datas = [mujoco.MjData(model) for _ in range(threads)]
+        few = min(n, 16 * threads)  # warm-up: thread start, caches
+        r.rollout(model, datas, init[:few], control[:few], initial_warmstart=warm[:few])
+        t0 = time.perf_counter()
+        state, _ = r.rollout(model, datas, init, control, initial_warmstart=warm)
+        dt = time.perf_counter() - t0
+    return n / dt, state[:, -1, 1:1 + model.nq]
+
+
 def bench_task_physics_limit(env_id: str, num_envs: int, steps: int, seed: int = 0,
                              **overrides: Any) -> dict[str, float]:
-    """The physics limit of a MuJoCo task *in its own states*: :func:`bench_batched`'s run is
-    replayed (same seed: same start states, same random actions) while the controls the env
-    sends to its simulator are recorded; then ONE ``mujoco.rollout`` call steps those start
-    states through those controls. Same model, frame skip, states and control sequence as the
-    measured env, minus everything the env does in Python (observations, rewards, resets, the
-    reference motion). Worlds the env resets mid-run carry on falling in the rollout, so the
-    contact load stays comparable (it can only be higher there)."""
+    """The physics limit of a MuJoCo task on its own trajectories: :func:`bench_batched`'s run
+    is replayed (same seed: same start states, same random actions, same resets) while every
+    control step's start state and control are recorded; then ONE ``mujoco.rollout`` call
+    re-simulates all of them (:func:`mujoco_step_replay_limit`). Same model, frame skip, states
+    (fallen and freshly reset alike) and controls as the measured env, minus everything the env
+    does in Python: observations, rewards, reset logic, the reference motion."""
     import rlkd
     from rlkd.sim.mujoco.model import available_cores
 
@@ -125,27 +149,33 @@ def bench_task_physics_limit(env_id: str, num_envs: int, steps: int, seed: int =
     gen = torch.Generator(device=env.device).manual_seed(seed)
     actions = torch.rand(min(steps, 64), num_envs, env.act_dim, generator=gen,
                          device=env.device) * 2 - 1
-    sim, ctrls = env.sim, []
+    sim, states, ctrls, after, reset = env.sim, [], [], [], []
     for i in range(10):  # bench_batched's warm-up
         env.step(actions[i % len(actions)])
-    init = sim.get_state().cpu().numpy()
     step = sim.step
-    sim.step = lambda ctrl: (ctrls.append(ctrl.detach().cpu().numpy().astype(np.float64)),
-                             step(ctrl))
+
+    def recording_step(ctrl: torch.Tensor) -> None:
+        states.append(sim.get_state().cpu().numpy())
+        ctrls.append(ctrl.detach().cpu().numpy().astype(np.float64))
+        step(ctrl)
+
+    sim.step = recording_step
+    nq = sim.model.nq
     for i in range(steps):
         env.step(actions[i % len(actions)])
-    # Worlds never reset since the recording began must end where the rollout ends: a check
-    # that the limit was taken on the env's own trajectories.
-    kept = (env.episode_length_buf >= 10 + steps).nonzero().squeeze(-1).cpu().numpy()
-    final = sim.qpos.cpu().numpy()[kept]
+        after.append(sim.qpos.cpu().numpy().copy())
+        reset.append((env.episode_length_buf == 0).cpu().numpy())
     env.close()
     threads = available_cores()
-    rate, last = mujoco_rollout_limit(sim.model, None, np.stack(ctrls), sim.nstep, threads,
-                                      init_states=init)
-    diff = float(np.abs(last[kept] - final).max()) if len(kept) else None
+    rate, last = mujoco_step_replay_limit(sim.model, np.concatenate(states),
+                                          np.concatenate(ctrls), sim.nstep, threads)
+    # The replay must be the env's physics: every env not reset in a step ends it where the
+    # replayed trajectory ends.
+    kept = ~np.stack(reset)
+    diff = np.abs(last.reshape(steps, num_envs, nq) - np.stack(after)).max(-1)[kept]
     return {"num_envs": num_envs, "steps": steps, "threads": threads, "nstep": sim.nstep,
-            "env_steps_per_s": rate, "envs_never_reset": int(len(kept)),
-            "max_qpos_diff_vs_env": diff}
+            "env_steps_per_s": rate, "steps_checked": int(kept.sum()),
+            "max_qpos_diff_vs_env": float(diff.max()) if diff.size else None}
 
 
 def machine_info() -> dict[str, Any]:

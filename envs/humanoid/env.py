@@ -107,7 +107,8 @@ def _unyaw(v: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def _rot6(q: torch.Tensor) -> torch.Tensor:
-    """``(N, 6)``: the first two columns of the rotation matrix of ``q`` (continuous encoding)."""
+    """``(..., 6)``: the first two columns of the rotation matrix of ``q (..., 4)`` (a continuous
+    encoding)."""
     m = quat_to_matrix(q)
     return torch.cat((m[..., :, 0], m[..., :, 1]), -1)
 
@@ -250,7 +251,8 @@ class HumanoidMotionEnv(BatchedEnv):
             "root_angle": root_ang,
             "keypoint_dist": kp_err.norm(dim=-1).mean(-1),
             "keypoint_sq": kp_err.square().sum(-1).mean(-1),
-            "keypoint_local": (kp_err - (s["root_pos"] - ref.root_pos)[:, None]).norm(dim=-1).mean(-1),
+            "keypoint_local": (kp_err - (s["root_pos"] - ref.root_pos)[:, None]
+                               ).norm(dim=-1).mean(-1),
         }
 
     def _evaluate(self):
