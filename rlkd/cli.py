@@ -226,7 +226,8 @@ def eval_cmd(
 
     Args:
         kind: sim2real.
-        run: run directory or checkpoint (its env, overrides and policy), or an env id.
+        run: run directory, checkpoint or exported policy (its env, overrides and policy),
+            ``expert:<name>`` (a shipped expert), or an env id.
         suite: default, dynamics, sensing, latency, nominal (the policy alone), or a YAML
             suite file.
         out: report directory.
