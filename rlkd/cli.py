@@ -302,7 +302,7 @@ def export_cmd(
                                        metavar="RUN")],
     /,
     out: Path = Path("policy.pt"),
-    note: tuple[str, ...] = (),
+    note: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
 ) -> None:
     """Export a trained run's actor (weights, action std, observation normalizer) to a small
     policy file that `rlkd play` and `rlkd eval` load like the run itself.
@@ -310,7 +310,8 @@ def export_cmd(
     Args:
         run: run directory (its last checkpoint) or a checkpoint file.
         out: the policy file to write (atomically).
-        note: provenance lines stored in the file (e.g. the commands that trained it).
+        note: a provenance line stored in the file (e.g. a command that trained it); repeat
+            the flag for several.
     """
     import datetime
 

@@ -164,3 +164,26 @@ def test_bench_physics_limit_replays_the_envs_own_trajectories():
     r = bench_task_physics_limit(ID, 16, 30, seed=0)
     assert r["steps_checked"] > 0.8 * 16 * 30 and r["max_qpos_diff_vs_env"] < 1e-9
     assert r["env_steps_per_s"] > 0 and r["nstep"] == 6
+
+
+def test_shipped_walk_expert_tracks_the_default_walk():
+    """The packaged expert (rlkd.policies.EXPERTS) loads by name, knows how it was trained, and
+    tracks the default walk: no falls, world-frame MPJPE well under the 60 mm target."""
+    from rlkd.policies import expert_path, policy_source
+    from rlkd.train import load_checkpoint
+
+    notes = load_checkpoint(expert_path("humanoid-walk"))["provenance"]["notes"]
+    assert any("rlkd train HumanoidMotion-v0" in n and "--init-from" in n for n in notes)
+    env_id, overrides, factory, _ = policy_source("expert:humanoid-walk")
+    assert env_id == ID and overrides["action_mode"] == "residual"
+    env = rlkd.make(env_id, num_envs=16, seed=5, **overrides)
+    policy = factory(env)
+    obs, _ = env.reset(seed=5)
+    mpjpe, ended = [], 0
+    with torch.no_grad():
+        for _ in range(90):
+            obs, _, term, _, info = env.step(policy(obs))
+            mpjpe.append(info["metrics"]["mpjpe"])
+            ended += int(term.sum())
+    assert ended == 0
+    assert torch.stack(mpjpe).mean() < 60.0

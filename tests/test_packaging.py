@@ -62,3 +62,17 @@ def test_version():
     from importlib.metadata import version
 
     assert rlkd.__version__ == version("rlkd")
+
+
+def test_shipped_experts_are_package_data():
+    """Every expert named in rlkd.policies.EXPERTS exists and is covered by package-data, so a
+    wheel carries it."""
+    from fnmatch import fnmatch
+
+    from rlkd.policies import EXPERTS, expert_path
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]
+    for name, (package, file) in EXPERTS.items():
+        assert expert_path(name).is_file(), name
+        assert any(fnmatch(file, pattern) for pattern in data.get(package, [])), (name, file)

@@ -154,10 +154,12 @@ def test_exported_policy_acts_like_its_run_and_is_smaller(tmp_path, capsys):
     run = tmp_path / "run"
     OnPolicyRunner(_cfg(run, "ppo", iters=2)).learn()
     out = tmp_path / "policy.pt"
-    main(["export", str(run), "--out", str(out), "--note", "trained by the test"])
+    main(["export", str(run), "--out", str(out), "--note", "trained by the test",
+          "--note", "rlkd train --out x"])
     assert "policy:" in capsys.readouterr().out
     ck = load_checkpoint(out)
-    assert ck["kind"] == "policy" and ck["provenance"]["notes"] == ["trained by the test"]
+    assert ck["kind"] == "policy"
+    assert ck["provenance"]["notes"] == ["trained by the test", "rlkd train --out x"]
     assert not any(k.startswith("critic") for k in ck["agent"]["policy"])
     assert out.stat().st_size < 0.7 * (run / "checkpoints" / "last.pt").stat().st_size
     _, full = load_policy(run)
