@@ -310,8 +310,7 @@ def export_cmd(
     Args:
         run: run directory (its last checkpoint) or a checkpoint file.
         out: the policy file to write (atomically).
-        note: a provenance line stored in the file (e.g. a command that trained it); repeat
-            the flag for several.
+        note: a provenance line stored in the file, e.g. a command that trained it.
     """
     import datetime
 
