@@ -216,7 +216,7 @@ class OnPolicyRunner:
                                   f"a training checkpoint, which has the critic too")
         ours = {g: list(s.shape) for g, s in self.env.observation_spaces.items()}
         theirs = {g: list(v) for g, v in ck["obs_spaces"].items()}
-        for g in {self.alg.actor_group, self.alg.critic_group}:
+        for g in dict.fromkeys((self.alg.actor_group, self.alg.critic_group)):  # ordered
             if theirs.get(g) != ours[g]:
                 raise CheckpointError(f"{path}: init_from observation group {g!r} has shape "
                                       f"{theirs.get(g)}, this env gives {ours[g]}")
