@@ -25,8 +25,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: Unmeasured steps before :func:`bench_batched` starts its clock.
+WARMUP_STEPS = 10
+
+
+def _bench_actions(env, steps: int, seed: int) -> torch.Tensor:
+    """``(min(steps, 64), N, act_dim)`` uniform actions in [-1, 1], drawn up front so the
+    sampler stays out of the timed loop; step ``i`` uses row ``i % 64``."""
+    gen = torch.Generator(device=env.device).manual_seed(seed)
+    return torch.rand(min(steps, 64), env.num_envs, env.act_dim, generator=gen,
+                      device=env.device) * 2 - 1
+
+
 def bench_batched(env_id: str, num_envs: int, steps: int, device: str = "cpu", seed: int = 0,
-                  warmup: int = 10, **overrides: Any) -> dict[str, float]:
+                  warmup: int = WARMUP_STEPS, **overrides: Any) -> dict[str, float]:
     """Env steps/s of ``rlkd.make(env_id, num_envs)`` over ``steps`` steps of random actions."""
     import rlkd
 
@@ -34,10 +46,7 @@ def bench_batched(env_id: str, num_envs: int, steps: int, device: str = "cpu", s
     env = rlkd.make(env_id, num_envs=num_envs, device=device, seed=seed, **overrides)
     build_s = time.perf_counter() - t0
     env.reset(seed=seed)
-    gen = torch.Generator(device=env.device).manual_seed(seed)
-    # Pre-drawn actions keep the action sampler out of the timed loop.
-    actions = torch.rand(min(steps, 64), num_envs, env.act_dim, generator=gen,
-                         device=env.device) * 2 - 1
+    actions = _bench_actions(env, steps, seed)
     for i in range(warmup):
         env.step(actions[i % len(actions)])
     _sync(env.device)
@@ -146,11 +155,9 @@ def bench_task_physics_limit(env_id: str, num_envs: int, steps: int, seed: int =
 
     env = rlkd.make(env_id, num_envs=num_envs, seed=seed, **overrides)
     env.reset(seed=seed)
-    gen = torch.Generator(device=env.device).manual_seed(seed)
-    actions = torch.rand(min(steps, 64), num_envs, env.act_dim, generator=gen,
-                         device=env.device) * 2 - 1
+    actions = _bench_actions(env, steps, seed)
     sim, states, ctrls, after, reset = env.sim, [], [], [], []
-    for i in range(10):  # bench_batched's warm-up
+    for i in range(WARMUP_STEPS):  # as bench_batched: the recording starts where its clock does
         env.step(actions[i % len(actions)])
     step = sim.step
 

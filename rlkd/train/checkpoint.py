@@ -30,6 +30,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any],
     return Path(path)
 
 
+def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
+    """A checkpoint file, or a run directory's ``checkpoints/last.pt``."""
+    path = Path(run_or_ckpt)
+    return path / "checkpoints" / "last.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load and validate a checkpoint written by :func:`save_checkpoint`.

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlkd.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, \
+    save_checkpoint
 
 #: State-dict prefixes of the actor side of :class:`rlkd.agents.ppo.ActorCritic`.
 ACTOR_KEYS = ("actor.", "actor_norm.", "log_std")
@@ -22,8 +23,7 @@ def export_policy(run_or_ckpt: str | Path, out: str | Path,
                   provenance: dict[str, Any] | None = None) -> Path:
     """Write the actor of ``run_or_ckpt`` (run directory: its ``last.pt``) to ``out``
     atomically; ``provenance`` (commands, measured quality, ...) is stored with it."""
-    src = Path(run_or_ckpt)
-    path = src / "checkpoints" / "last.pt" if src.is_dir() else src
+    path = resolve_checkpoint(run_or_ckpt)
     ck = load_checkpoint(path, required=("config", "agent"))
     if ck.get("kind") == "policy":
         raise CheckpointError(f"{path} is already an exported policy")

@@ -25,7 +25,8 @@ import torch
 import yaml
 
 from rlkd.core.atomic import atomic_write
-from rlkd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlkd.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, \
+    save_checkpoint
 from rlkd.train.distributed import allreduce_mean, broadcast_module_, init_distributed
 from rlkd.train.logger import TrainLogger
 
@@ -207,9 +208,7 @@ class OnPolicyRunner:
 
     def _init_weights(self, source: str) -> None:
         """Start from the actor-critic (weights + normalizers) of another run's checkpoint."""
-        path = Path(source)
-        if path.is_dir():
-            path = path / "checkpoints" / "last.pt"
+        path = resolve_checkpoint(source)
         ck = load_checkpoint(path, required=("agent", "obs_spaces"))
         if ck.get("kind") == "policy":
             raise CheckpointError(f"{path} is an exported policy (actor only); init_from needs "
@@ -338,8 +337,7 @@ def load_policy(run_or_ckpt: str | Path, device: str = "cpu"):
 
     Raises :class:`CheckpointError` for a missing or corrupt checkpoint.
     """
-    p = Path(run_or_ckpt)
-    path = p / "checkpoints" / "last.pt" if p.is_dir() else p
+    path = resolve_checkpoint(run_or_ckpt)
     ck = load_checkpoint(path, map_location=device, required=("config", "agent"))
     cfg = TrainConfig.from_dict(ck["config"])
     env, alg, _, _ = build_env_and_agent(cfg, cfg.seed, device, num_envs=1)
