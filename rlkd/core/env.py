@@ -13,6 +13,7 @@ Subclasses write the task once on batched tensors by filling in four hooks:
 * ``_observe(env_ids)``: observation dict for the given rows (``None`` = all envs).
 * ``_evaluate()``: ``(reward, terminated, reward_terms, episode_flags)`` after a step.
 
+``_observation_layout()`` names the parts of each observation group (:attr:`observation_layout`).
 Two optional hooks serve evaluation tools: ``_metrics()`` (per-env diagnostics of the step, such as
 tracking error or peak contact force, returned in ``info["metrics"]``) and the class table
 ``PERTURBATIONS`` (which sim-to-real perturbation kinds the task supports and which ``params``
@@ -116,6 +117,13 @@ class BatchedEnv(abc.ABC):
         and aggregated per episode (mean and max) by :mod:`rlkd.sim2real`. None by default."""
         return {}
 
+    def _observation_layout(self) -> dict[str, dict[str, slice]]:
+        """Named parts of each observation group, ``{group: {part: slice}}``, the slices indexing
+        the group's per-env features flattened (``obs[g].flatten(1)[:, s]``), in order. Tasks
+        override it with their real parts (Gymnasium v5's ``observation_structure``, per group);
+        the default names one part after each group."""
+        return {g: {g: slice(0, int(np.prod(s.shape)))} for g, s in self.observation_spaces.items()}
+
     def _state_finite(self) -> torch.Tensor:
         """``(N,) bool``: False where the simulation state diverged (NaN/Inf). Override if the
         observation alone cannot reveal it."""
@@ -126,6 +134,32 @@ class BatchedEnv(abc.ABC):
     @property
     def act_dim(self) -> int:
         return int(self.action_space.shape[0])
+
+    @property
+    def observation_layout(self) -> dict[str, dict[str, slice]]:
+        """``{group: {part: slice}}``: every group of :attr:`observation_spaces` split into named,
+        contiguous parts that cover its flattened features exactly (checked: a task whose layout
+        leaves a gap, overlaps or misses a group raises ``ValueError`` naming it). A student
+        reads "what a robot has" by part and group names, never by hard-coded indices."""
+        layout = self._observation_layout()
+        for g, space in self.observation_spaces.items():
+            size = int(np.prod(space.shape))
+            parts = layout.get(g)
+            if not parts:
+                raise ValueError(f"{type(self).__name__}.observation_layout misses group {g!r}")
+            end = 0
+            for name, sl in parts.items():
+                if sl.step not in (None, 1) or sl.start != end or sl.stop is None or sl.stop <= end:
+                    raise ValueError(f"{type(self).__name__}.observation_layout[{g!r}][{name!r}] "
+                                     f"= {sl} does not continue the group at index {end}")
+                end = sl.stop
+            if end != size:
+                raise ValueError(f"{type(self).__name__}.observation_layout[{g!r}] covers "
+                                 f"{end} of the group's {size} features")
+        extra = sorted(set(layout) - set(self.observation_spaces))
+        if extra:
+            raise ValueError(f"{type(self).__name__}.observation_layout names unknown groups {extra}")
+        return layout
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[Obs, dict]:
         """Reset every env. ``seed`` restarts all per-env random streams (reproducible batch).
