@@ -17,7 +17,12 @@ file:
 * Adam with the KL-adaptive learning rate (desired KL 0.01: lr / 1.5 when KL > 2x, x 1.5 when
   KL < 0.5x), gradient-norm clipping at 1.0;
 * running mean/std observation normalization per observation group (frozen in eval mode);
-* optional asymmetric critic reading ``obs["critic"]``.
+* actor and critic each read a *list* of observation groups (:class:`rlkd.nn.ActorCritic`: MLP
+  trunk over per-group encoders, a small CNN for uint8 image groups); by default the actor reads
+  ``policy`` and the critic the privileged ``critic`` group (asymmetric).
+
+Registered as ``ppo`` (this file), ``ppo-rnd`` and ``ppo-rdd`` (:mod:`rlkd.agents.rnd`,
+:mod:`rlkd.agents.rdd`), with config sections ``ppo`` and ``intrinsic``.
 
 Data-parallel training (torchrun) all-reduces gradients, normalizer statistics and the KL that
 drives the learning rate, so every rank holds identical weights after each update.
@@ -32,9 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlkd.nn import RunningMeanStd, init_orthogonal, mlp
-from rlkd.train.distributed import allreduce_grads_, allreduce_mean
-from rlkd.train.storage import RolloutStorage
+from rlkd.agents.registry import Algorithm, register_agent
+from rlkd.core.distributed import allreduce_grads_, allreduce_mean
+from rlkd.nn import ActorCritic, group_specs
+from rlkd.storage import RolloutStorage, obs_specs
 
 
 @dataclass
@@ -80,62 +86,21 @@ class PPOConfig:
     """Hidden activation (elu, tanh, relu, leaky_relu, silu)."""
     init_noise_std: float = 1.0
     """Initial action std (``exp(log_std)``)."""
-    actor_group: str = "policy"
-    """Observation group read by the actor."""
-    critic_group: str = "critic"
-    """Observation group read by the critic (asymmetric); falls back to ``actor_group`` when the
-    env has no such group or ``asymmetric_critic`` is off."""
+    actor_groups: tuple[str, ...] = ("policy",)
+    """Observation groups read by the actor, in order (e.g. ``[proprio, tactile]``; a teacher on
+    privileged state: ``[critic]``). ``actor_group=NAME`` of older runs means ``[NAME]``."""
+    critic_groups: tuple[str, ...] = ("critic",)
+    """Observation groups read by the critic (asymmetric); it falls back to ``actor_groups`` when
+    the env lacks one of them or ``asymmetric_critic`` is off."""
     asymmetric_critic: bool = True
-    """Let the critic read ``critic_group`` (privileged state) when the env provides it."""
+    """Let the critic read ``critic_groups`` (privileged state) when the env provides them."""
+    encoder_hidden: tuple[int, ...] = ()
+    """Per-flat-group MLP before the trunks (ours; empty: the normalized group itself, the
+    classic single-group PPO input)."""
+    image_features: int = 64
+    """Output size of the small CNN of each uint8 image group (ours)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes saved with the config (not read by the algorithm)."""
-
-
-class ActorCritic(nn.Module):
-    """Gaussian actor and (multi-head) critic, each with its own input normalizer.
-
-    Args:
-        actor_dim: size of the actor's observation group.
-        critic_dim: size of the critic's observation group.
-        act_dim: action size.
-        num_heads: critic outputs (1: extrinsic value; 2: extrinsic and intrinsic values).
-    """
-
-    def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, num_heads: int,
-                 cfg: PPOConfig):
-        super().__init__()
-        self.actor = init_orthogonal(mlp(actor_dim, cfg.actor_hidden, act_dim, cfg.activation),
-                                     out_gain=0.01)
-        self.critic = init_orthogonal(mlp(critic_dim, cfg.critic_hidden, num_heads,
-                                          cfg.activation), out_gain=1.0)
-        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(cfg.init_noise_std)))
-        self.normalize = cfg.normalize_obs
-        self.actor_norm = RunningMeanStd(actor_dim, clip=10.0)
-        self.critic_norm = RunningMeanStd(critic_dim, clip=10.0)
-
-    def update_normalizers(self, actor_obs: torch.Tensor, critic_obs: torch.Tensor) -> None:
-        if self.normalize:
-            self.actor_norm.update(actor_obs)
-            self.critic_norm.update(critic_obs)
-
-    def _na(self, x: torch.Tensor) -> torch.Tensor:
-        return self.actor_norm.normalize(x) if self.normalize else x
-
-    def _nc(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic_norm.normalize(x) if self.normalize else x
-
-    def dist_params(self, actor_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, actor_dim) -> (mu (B, A), sigma (B, A))``."""
-        mu = self.actor(self._na(actor_obs))
-        return mu, self.log_std.exp().expand_as(mu)
-
-    def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
-        """``(B, critic_dim) -> (B, num_heads)``."""
-        return self.critic(self._nc(critic_obs))
-
-    def act_deterministic(self, actor_obs: torch.Tensor) -> torch.Tensor:
-        """The mean action ``(B, A)`` (evaluation / deployment)."""
-        return self.actor(self._na(actor_obs))
 
 
 def gaussian_log_prob(a: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -185,7 +150,7 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, last_values: torch.
     return adv, adv + values
 
 
-class PPO:
+class PPO(Algorithm):
     """The PPO algorithm over a BatchedEnv's observation dict.
 
     Args:
@@ -199,21 +164,23 @@ class PPO:
     def __init__(self, env, cfg: PPOConfig, intrinsic: nn.Module | None = None, seed: int = 0):
         self.cfg, self.device, self.num_envs = cfg, env.device, env.num_envs
         spaces = env.observation_spaces
-        if cfg.actor_group not in spaces:
-            raise KeyError(f"actor_group {cfg.actor_group!r} is not an observation group of the "
-                           f"env ({sorted(spaces)})")
-        self.actor_group = cfg.actor_group
-        self.critic_group = (cfg.critic_group if cfg.asymmetric_critic and cfg.critic_group in
-                             spaces else cfg.actor_group)
-        for g in {self.actor_group, self.critic_group}:
-            if len(spaces[g].shape) != 1:
-                raise ValueError(f"PPO's MLPs need flat observation groups; {g!r} has shape "
-                                 f"{spaces[g].shape}")
+        self.actor_groups = list(cfg.actor_groups)
+        missing = [g for g in self.actor_groups if g not in spaces]
+        if missing or not self.actor_groups:
+            raise KeyError(f"actor_groups {list(cfg.actor_groups)}: {missing or 'empty'} not "
+                           f"observation groups of the env ({sorted(spaces)})")
+        critic = list(cfg.critic_groups)
+        self.critic_groups = (critic if cfg.asymmetric_critic and critic
+                              and all(g in spaces for g in critic) else list(self.actor_groups))
         self.intrinsic = intrinsic
         H = 2 if intrinsic is not None else 1
         self.num_heads = H
-        a_dim, c_dim = spaces[self.actor_group].shape[0], spaces[self.critic_group].shape[0]
-        self.policy = ActorCritic(a_dim, c_dim, env.act_dim, H, cfg).to(self.device)
+        self.policy = ActorCritic(
+            group_specs(spaces), self.actor_groups, self.critic_groups, env.act_dim, H,
+            actor_hidden=cfg.actor_hidden, critic_hidden=cfg.critic_hidden,
+            activation=cfg.activation, init_noise_std=cfg.init_noise_std,
+            normalize_obs=cfg.normalize_obs, flat_hidden=cfg.encoder_hidden,
+            image_features=cfg.image_features).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.learning_rate = cfg.learning_rate
         gamma_ext = cfg.gamma
@@ -225,29 +192,39 @@ class PPO:
         self.episodic = torch.tensor(
             [True] + ([intrinsic.cfg.episodic] if intrinsic is not None else []),
             device=self.device)
-        groups = {g: tuple(spaces[g].shape) for g in {self.actor_group, self.critic_group}}
+        self.obs_groups = list(dict.fromkeys(self.actor_groups + self.critic_groups))
         intr_shape = None
         if intrinsic is not None:
             if intrinsic.obs_group not in spaces:
                 raise KeyError(f"intrinsic obs_group {intrinsic.obs_group!r} is not an "
                                f"observation group of the env ({sorted(spaces)})")
             intr_shape = tuple(spaces[intrinsic.obs_group].shape)
-        self.storage = RolloutStorage(cfg.num_steps, env.num_envs, groups, env.act_dim, H,
+            if len(intr_shape) != 1:
+                raise ValueError(f"the intrinsic module's MLPs need a flat group; "
+                                 f"{intrinsic.obs_group!r} has shape {intr_shape}")
+        self.storage = RolloutStorage(cfg.num_steps, env.num_envs,
+                                      obs_specs(spaces, self.obs_groups), env.act_dim, H,
                                       self.device, intr_shape)
         self.act_gen = torch.Generator(device=self.device).manual_seed(seed)
         self.batch_gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
         self.iteration_stats: dict[str, float] = {}
 
+    @property
+    def num_steps_per_env(self) -> int:
+        return self.cfg.num_steps
+
+    def synced_modules(self) -> list[nn.Module]:
+        return [self.policy] + ([self.intrinsic] if self.intrinsic is not None else [])
+
     # ------------------------------------------------------------------ rollout
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sample actions ``(N, A)`` for the current obs and record the step's agent data."""
-        a_obs, c_obs = obs[self.actor_group], obs[self.critic_group]
-        self.policy.update_normalizers(a_obs, c_obs)
-        mu, sigma = self.policy.dist_params(a_obs)
+        self.policy.update_normalizers(obs)
+        mu, sigma = self.policy.dist_params(obs)
         noise = torch.randn(mu.shape, generator=self.act_gen, device=mu.device, dtype=mu.dtype)
         actions = mu + sigma * noise
-        values = self.policy.value(c_obs)
+        values = self.policy.value(obs)
         self.storage.add(obs, actions, gaussian_log_prob(actions, mu, sigma), mu, sigma, values)
         return actions
 
@@ -266,7 +243,8 @@ class PPO:
             final = info["final_obs"]
             timed_out = truncated[ids]
             if bool(timed_out.any()):
-                v_final = self.policy.value(final[self.critic_group][timed_out])[:, 0]
+                v_final = self.policy.value({g: final[g][timed_out]
+                                             for g in self.critic_groups})[:, 0]
                 reward[ids[timed_out]] += self.gamma_ext * v_final
             if intr_next is not None:  # s' of the ended envs is their final obs, not the reset
                 intr_next = intr_next.clone()
@@ -282,7 +260,7 @@ class PPO:
             st.rewards[..., 1] = self.intrinsic.normalize_rewards(raw)
             self.iteration_stats["intrinsic/reward_raw"] = float(raw.mean())
             self.iteration_stats["intrinsic/reward_norm"] = float(st.rewards[..., 1].mean())
-        last_values = self.policy.value(last_obs[self.critic_group])
+        last_values = self.policy.value(last_obs)
         st.advantages, st.returns = compute_gae(st.rewards, st.values, last_values, st.dones,
                                                 self.gammas, self.cfg.gae_lambda, self.episodic)
 
@@ -299,9 +277,9 @@ class PPO:
         sums: dict[str, float] = {}
         n = 0
         for mb in self.storage.minibatches(cfg.num_minibatches, cfg.num_epochs, self.batch_gen):
-            mu, sigma = pol.dist_params(mb["obs/" + self.actor_group])
+            mu, sigma = pol.dist_params(mb["obs"])
             logp = gaussian_log_prob(mb["actions"], mu, sigma)
-            values = pol.value(mb["obs/" + self.critic_group])
+            values = pol.value(mb["obs"])
 
             # KL-adaptive learning rate (rsl_rl): identical on every rank via the mean KL.
             with torch.no_grad():
@@ -376,3 +354,23 @@ class PPO:
             if "intrinsic" not in sd:
                 raise KeyError("checkpoint has no intrinsic-module state but the agent uses one")
             self.intrinsic.load_full_state_dict(sd["intrinsic"])
+
+
+def build_ppo(env, cfgs: dict[str, Any], seed: int = 0, intrinsic_cls: type | None = None) -> PPO:
+    """The registry's builder: PPO from ``cfgs["ppo"]``, with ``intrinsic_cls`` (RND / RDD)
+    built from ``cfgs["intrinsic"]`` when given."""
+    intrinsic = None
+    if intrinsic_cls is not None:
+        icfg = cfgs["intrinsic"]
+        if icfg.obs_group not in env.observation_spaces:
+            icfg.obs_group = "policy"
+        dim = env.observation_spaces[icfg.obs_group].shape[0]
+        intrinsic = intrinsic_cls(dim, env.num_envs, icfg, device=env.device, seed=seed)
+    return PPO(env, cfgs["ppo"], intrinsic=intrinsic, seed=seed)
+
+
+#: Renamed keys of PPOConfig that old runs' configs still use.
+PPO_ALIASES = {"ppo": {"actor_group": "actor_groups", "critic_group": "critic_groups"}}
+
+register_agent("ppo", build_ppo, sections={"ppo": PPOConfig}, aliases=PPO_ALIASES,
+               description="PPO (Schulman et al. 2017; rsl_rl's continuous-control recipe)")

@@ -52,3 +52,18 @@ class RDD(RND):
     def pseudo_count_term(n: torch.Tensor | float, sigma: float, k: int):
         """Expected ``sigma^2 ||mean of n eps||^2 = sigma^2 k / n`` (the count-like part)."""
         return sigma ** 2 * k / n
+
+
+def _register() -> None:
+    from functools import partial
+
+    from rlkd.agents.ppo import PPO_ALIASES, PPOConfig, build_ppo
+    from rlkd.agents.registry import register_agent
+
+    register_agent("ppo-rdd", partial(build_ppo, intrinsic_cls=RDD),
+                   sections={"ppo": PPOConfig, "intrinsic": RDDConfig}, aliases=PPO_ALIASES,
+                   description="PPO + Random Distribution Distillation intrinsic reward "
+                               "(Fang et al. 2025)")
+
+
+_register()

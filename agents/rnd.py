@@ -26,7 +26,7 @@ from torch import nn
 
 from rlkd.nn import DiscountedReturnNormalizer, RunningMeanStd, init_orthogonal, mlp
 from rlkd.nn.mlp import freeze
-from rlkd.train.distributed import allreduce_grads_
+from rlkd.core.distributed import allreduce_grads_
 
 
 @dataclass
@@ -168,3 +168,18 @@ class RND(nn.Module):
         self.optimizer.load_state_dict(sd["optimizer"])
         self.gen.set_state(sd["gen"])
         self.env_steps = int(sd["env_steps"])
+
+
+def _register() -> None:
+    from functools import partial
+
+    from rlkd.agents.ppo import PPO_ALIASES, PPOConfig, build_ppo
+    from rlkd.agents.registry import register_agent
+
+    register_agent("ppo-rnd", partial(build_ppo, intrinsic_cls=RND),
+                   sections={"ppo": PPOConfig, "intrinsic": RNDConfig}, aliases=PPO_ALIASES,
+                   description="PPO + Random Network Distillation intrinsic reward "
+                               "(Burda et al. 2018)")
+
+
+_register()

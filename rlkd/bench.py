@@ -3,22 +3,19 @@
 ``rlkd bench <env>`` times our batched env at several batch sizes with uniformly random actions
 (the whole ``step``: physics, lidar, rewards, autoreset, observation copies), then the same task
 driven the peer way: gymnasium's ``SyncVectorEnv`` over single-env gymnasium adapters. It reports
-env steps/s and the ratio of our best figure to the peer's best.
+env steps/s and the ratio of our best figure to the peer's best. Provenance (machine, git
+commit) and the JSON writer live in :mod:`rlkd.core.provenance`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from rlkd.core.provenance import machine_info
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -185,21 +182,6 @@ def bench_task_physics_limit(env_id: str, num_envs: int, steps: int, seed: int =
             "max_qpos_diff_vs_env": float(diff.max()) if diff.size else None}
 
 
-def machine_info() -> dict[str, Any]:
-    """What the figures were measured on."""
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    try:
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"] = None
-    return info
-
-
 def steps_for(num_envs: int, budget_env_steps: int, lo: int = 20, hi: int = 2000) -> int:
     """Timed steps for a batch size: about ``budget_env_steps`` env steps, within [lo, hi]."""
     return int(min(hi, max(lo, budget_env_steps // num_envs)))
@@ -236,22 +218,3 @@ def run_bench(env_id: str, num_envs: tuple[int, ...], peer_num_envs: tuple[int, 
             "best_ours_env_steps_per_s": best_ours, "best_peer_env_steps_per_s": best_peer,
             "ratio_vs_peer": None if best_peer is None else best_ours / best_peer,
             "machine": machine_info()}
-
-
-def json_safe(x: Any) -> Any:
-    """``x`` with non-finite floats (NaN, inf) replaced by ``None``: strict JSON has no NaN."""
-    if isinstance(x, float):
-        return x if np.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as strict JSON atomically (never a half-written report); NaN/inf -> null."""
-    from rlkd.core.atomic import atomic_write
-
-    return atomic_write(path, lambda f: json.dump(json_safe(data), f, indent=2, default=str,
-                                                  allow_nan=False), mode="w")

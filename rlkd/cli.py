@@ -1,8 +1,8 @@
-"""The ``rlkd`` command: list, train, play, eval, bench.
+"""The ``rlkd`` command: list, train, play, eval, export, bench.
 
 Examples::
 
-    rlkd list
+    rlkd list                                    # env ids;  `rlkd list agents`: agents + fields
     rlkd train                                   # built-in default: AGV warehouse, ppo-rdd
     rlkd train AGVWarehouse-v0 --agent ppo-rnd --num-envs 512 --steps 5000000 --out runs/rnd
     rlkd train --resume runs/rnd                 # continue exactly from the last checkpoint
@@ -27,33 +27,27 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
-import yaml
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict:
-    out = {}
-    for item in pairs:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set expects key=value, got {item!r}")
-        out[key.strip()] = _yaml_value(value)
-    return out
+    from rlkd.train.cli import parse_overrides
+
+    return parse_overrides(pairs)
 
 
-def _yaml_value(text: str):
-    """A YAML scalar/list, except that floats YAML 1.1 leaves as strings ("1e-5", no dot)
-    become floats: on a command line they can only mean numbers."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+def list_cmd(
+    what: Annotated[Literal["envs", "agents"], tyro.conf.arg(
+        help="envs (registered env ids) or agents (registered agents and their config fields)")
+    ] = "envs",
+    /,
+) -> None:
+    """List registered env ids (usable as ``rlkd/<id>`` in gymnasium) or registered agents
+    (``--agent`` names) with their config sections and fields."""
+    if what == "agents":
+        from rlkd.train.cli import describe_agents
 
-
-def list_cmd() -> None:
-    """List registered env ids (usable as ``rlkd/<id>`` in gymnasium) with a description."""
+        print(describe_agents())
+        return
     import rlkd
 
     ids = rlkd.list_envs()
@@ -126,74 +120,6 @@ def play_cmd(
     if video is not None:
         path = write_video(video, frames, fps=fps or e.metadata.get("render_fps", 10))
         con.print(f"video: {path} ({len(frames)} frames)")
-
-
-def train_cmd(
-    env: Annotated[str, tyro.conf.arg(help="env id")] = "AGVWarehouse-v0",
-    /,
-    agent: Literal["ppo", "ppo-rnd", "ppo-rdd"] = "ppo-rdd",
-    num_envs: int = 256,
-    steps: int | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    out: Path | None = None,
-    resume: Path | None = None,
-    init_from: Path | None = None,
-    checkpoint_every: int = 50,
-    video: bool = True,
-    set: tuple[str, ...] = (),
-    ppo: tuple[str, ...] = (),
-    intrinsic: tuple[str, ...] = (),
-) -> None:
-    """Train PPO / PPO+RND / PPO+RDD. With no arguments: the built-in default (AGV warehouse,
-    ppo-rdd, 256 envs, 6M steps; 8-9 minutes on 2 CPU cores).
-
-    Args:
-        env: env id.
-        agent: ppo, ppo-rnd or ppo-rdd.
-        num_envs: envs per process.
-        steps: total env steps (all envs and processes; default 6,000,000, or the resumed
-            run's own budget).
-        seed: seed (process r of a torchrun job uses seed + r).
-        device: torch device (cpu, cuda).
-        out: run directory (default runs/<env>_<agent>_s<seed>).
-        resume: continue this run directory from its last checkpoint (exactly; --steps may raise
-            the budget, other flags are taken from the run's config.yaml).
-        init_from: start a new run from this run directory's (or checkpoint's) actor-critic
-            weights and normalizers; optimizer, env and counters start fresh (fine-tuning).
-        checkpoint_every: iterations between checkpoints (one is written at the end).
-        video: write videos/final.mp4 of the trained policy.
-        set: env config overrides, key=value.
-        ppo: PPO config overrides, key=value (e.g. learning_rate=3e-4 num_steps=32).
-        intrinsic: RND/RDD config overrides, key=value (e.g. sigma=0.5 int_coef=0.5).
-    """
-    from rlkd.train import OnPolicyRunner, TrainConfig
-
-    if resume is not None:
-        runner = OnPolicyRunner.resume(resume, steps=steps)
-    else:
-        cfg = TrainConfig(env=env, agent=agent, num_envs=num_envs,
-                          steps=TrainConfig.steps if steps is None else steps, seed=seed,
-                          device=device, out=str(out or f"runs/{env}_{agent}_s{seed}"),
-                          checkpoint_every=checkpoint_every, video=video,
-                          env_overrides=_overrides(set), ppo=_overrides(ppo),
-                          intrinsic=_overrides(intrinsic),
-                          init_from=None if init_from is None else str(init_from))
-        runner = OnPolicyRunner(cfg)
-    try:
-        last = runner.learn()
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()  # clean shutdown of torchrun workers
-    if runner.dist.is_main:
-        from rich.console import Console
-
-        Console().print(f"[bold]done[/]: {runner.env_steps:,} env steps, success "
-                        f"{100 * last.get('charts/success_rate', float('nan')):.1f}%, return "
-                        f"{last.get('charts/episodic_return', float('nan')):+.3f}; run dir "
-                        f"{runner.run_dir}")
 
 
 def eval_cmd(
@@ -353,7 +279,8 @@ def bench_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from rlkd.bench import run_bench, write_json_atomic
+    from rlkd.bench import run_bench
+    from rlkd.core.provenance import write_json_atomic
 
     peers = tuple(n for n in peer_num_envs if n > 0)
     res = run_bench(env, num_envs, peers, device=device, seed=seed, budget_env_steps=budget,
@@ -379,15 +306,26 @@ def bench_cmd(
         con.print(f"results: {write_json_atomic(json, res)}")
 
 
-COMMANDS = {"list": list_cmd, "train": train_cmd, "play": play_cmd, "eval": eval_cmd,
+def commands() -> dict:
+    """The subcommands; ``train`` is a dataclass built from ``TrainConfig`` and the agent
+    registry at call time (see :mod:`rlkd.train.cli`)."""
+    from rlkd.train.cli import train_args_class
+
+    return {"list": list_cmd, "train": train_args_class(), "play": play_cmd, "eval": eval_cmd,
             "export": export_cmd, "bench": bench_cmd}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``rlkd`` console script."""
-    tyro.extras.subcommand_cli_from_dict(
-        COMMANDS, args=sys.argv[1:] if argv is None else argv,
+    import dataclasses
+
+    result = tyro.extras.subcommand_cli_from_dict(
+        commands(), args=sys.argv[1:] if argv is None else argv,
         description="rlkd: robot learning by distillation (envs, agents, sim-to-real tooling)")
+    if dataclasses.is_dataclass(result):  # `rlkd train`: tyro parsed its arguments
+        from rlkd.train.cli import run_train
+
+        run_train(result)
 
 
 if __name__ == "__main__":

@@ -120,11 +120,9 @@ def main() -> None:
             summary[a]["ratio_vs_ppo"] = (summary[a]["final_success"] / base if base > 0
                                           else float("inf"))
 
-    from rlkd.bench import machine_info, write_json_atomic
+    from rlkd.core.provenance import command_line, git_commit, machine_info, write_json_atomic
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    result = {"study": "agv_exploration", "command": " ".join(sys.argv), "git_commit": commit,
+    result = {"study": "agv_exploration", "command": command_line(), "git_commit": git_commit(ROOT),
               "machine": machine_info(), "env": args.env, "agents": args.agents,
               "seeds": list(range(args.seeds)), "steps": args.steps, "num_envs": args.num_envs,
               "overrides": {"set": args.set, "ppo": ["gamma=0.999", *args.ppo],

@@ -40,7 +40,8 @@ import mujoco.rollout
 import numpy as np
 import torch
 
-from rlkd.bench import mujoco_rollout_limit, machine_info, write_json_atomic
+from rlkd.bench import mujoco_rollout_limit
+from rlkd.core.provenance import command_line, machine_info, write_json_atomic
 from rlkd.sim.mujoco import MujocoBatch
 from rlkd.sim.mujoco.model import available_cores
 
@@ -270,7 +271,7 @@ def main() -> None:
         "targets": {"ratio_vs_limit": 0.85, "ratio_vs_best_gymnasium": 2.5},
     }
     result = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": command_line([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": machine_info(), "mujoco": mujoco.__version__, "gymnasium": gymnasium.__version__,
         "model": "gymnasium/envs/mujoco/assets/humanoid.xml", "nstep": NSTEP,
         "threads": args.threads, "seed": args.seed, "repeats": args.repeats,

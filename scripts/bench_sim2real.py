@@ -11,14 +11,13 @@ Both report episodes/s; the ratio is the speed-up. Writes ``results/bench_sim2re
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rlkd.bench import machine_info, write_json_atomic
+from rlkd.core.provenance import command_line, machine_info, write_json_atomic
 from rlkd.policies import policy_source
 from rlkd.sim2real import evaluate_one_at_a_time, evaluate_suite, load_suite
 
@@ -56,7 +55,7 @@ def main() -> None:
         return float(sum(np.nansum(v["length"]) for v in per_condition.values()))
 
     res = {
-        "command": " ".join(sys.argv), "machine": machine_info(), "policy": label,
+        "command": command_line(), "machine": machine_info(), "policy": label,
         "env_id": env_id, "suite": suite.name,
         "conditions": [c.name for c in batched.conditions],
         "batched": {"episodes": n_batched, "seconds": t_batched,

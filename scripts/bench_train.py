@@ -15,8 +15,6 @@ Writes ``results/bench_train.json`` (command, git commit, machine, raw numbers).
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,9 +33,10 @@ def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agen
     cfg = TrainConfig(env=env_id, agent=agent, num_envs=num_envs, steps=steps, seed=seed,
                       out=str(out), checkpoint_every=10**9, video=False, progress=False,
                       env_overrides=overrides,
-                      ppo={"num_steps": num_steps, "num_epochs": 5, "num_minibatches": 4,
-                           "actor_hidden": HIDDEN, "critic_hidden": HIDDEN,
-                           "entropy_coef": ENT_COEF, "gamma": 0.99})
+                      agent_cfg={"ppo": {"num_steps": num_steps, "num_epochs": 5,
+                                         "num_minibatches": 4, "actor_hidden": HIDDEN,
+                                         "critic_hidden": HIDDEN, "entropy_coef": ENT_COEF,
+                                         "gamma": 0.99}})
     runner = OnPolicyRunner(cfg)
     t0 = time.perf_counter()
     targets = sorted(target or [])
@@ -117,12 +116,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench_train.json")
     args = p.parse_args()
 
-    from rlkd.bench import machine_info, write_json_atomic
+    from rlkd.core.provenance import command_line, git_commit, machine_info, write_json_atomic
 
     tmp = ROOT / "results" / "bench_train_runs"
-    res: dict = {"command": " ".join(sys.argv), "machine": machine_info(),
-                 "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
-                                              capture_output=True, text=True).stdout.strip(),
+    res: dict = {"command": command_line(), "machine": machine_info(),
+                 "git_commit": git_commit(ROOT),
                  "env": args.env, "num_envs": args.num_envs, "num_steps": args.num_steps,
                  "network": list(HIDDEN), "epochs": 5, "minibatches": 4}
     res["throughput"] = {

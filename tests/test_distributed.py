@@ -21,7 +21,7 @@ from rlkd.train import OnPolicyRunner, TrainConfig
 out = sys.argv[1]
 cfg = TrainConfig(agent="ppo-rdd", num_envs=8, steps=2 * 2 * 8 * 8, seed=5, out=out,
                   checkpoint_every=1, video=False, progress=False,
-                  ppo={"num_steps": 8, "num_epochs": 2, "num_minibatches": 2})
+                  agent_cfg={"ppo": {"num_steps": 8, "num_epochs": 2, "num_minibatches": 2}})
 r = OnPolicyRunner(cfg)
 weights = []
 for it in range(2):

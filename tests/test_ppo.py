@@ -51,8 +51,8 @@ def test_truncation_bootstraps_from_final_obs():
             assert not trunc.any()
     assert trunc.all() and not term.any()
     with torch.no_grad():
-        v_final = alg.policy.value(info["final_obs"]["critic"])[:, 0]
-        v_reset = alg.policy.value(obs["critic"])[:, 0]
+        v_final = alg.policy.value(info["final_obs"])[:, 0]
+        v_reset = alg.policy.value(obs)[:, 0]
     stored = alg.storage.rewards[4, :, 0]
     assert torch.allclose(stored, reward + cfg.gamma * v_final[info["episode"]["env_ids"]
                                                                .argsort()], atol=1e-6)
@@ -94,4 +94,4 @@ def test_update_reduces_loss_and_adapts_lr():
 def test_bad_actor_group_is_named():
     env = rlkd.make("AGVWarehouse-v0", num_envs=2)
     with pytest.raises(KeyError, match="nope"):
-        PPO(env, PPOConfig(actor_group="nope"))
+        PPO(env, PPOConfig(actor_groups=("nope",)))

@@ -90,6 +90,24 @@ def test_make_reset_step_random(env_id):
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
+def test_observation_layout_names_every_feature(env_id):
+    """``env.observation_layout`` validates (contiguous named parts covering each group exactly)
+    and every part, cut from a reset observation, has its width and finite values."""
+    env = rlkd.make(env_id, num_envs=N, seed=0, **cheap(env_id))
+    layout = env.observation_layout  # raises ValueError on a gap, overlap or missing group
+    assert set(layout) == set(env.observation_spaces)
+    obs, _ = env.reset(seed=0)
+    for group, parts in layout.items():
+        flat = obs[group].flatten(1)
+        assert parts, group
+        for name, sl in parts.items():
+            part = flat[:, sl]
+            assert part.shape == (N, sl.stop - sl.start) and part.shape[1] > 0, (group, name)
+            assert torch.isfinite(part.float()).all(), f"non-finite {group}[{name!r}]"
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
 def test_gymnasium_and_sb3_check_env(env_id):
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env

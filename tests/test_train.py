@@ -10,11 +10,12 @@ from rlkd.train import CheckpointError, OnPolicyRunner, TrainConfig, load_checkp
     save_checkpoint
 
 
-def _cfg(out, agent="ppo-rdd", iters=2, ppo=None, **kw):
+def _cfg(out, agent="ppo-rdd", iters=2, ppo=None, intrinsic=None, **kw):
     ppo = {"num_steps": 8, "num_epochs": 2, "num_minibatches": 2, **(ppo or {})}
+    sections = {"ppo": ppo, **({"intrinsic": intrinsic} if intrinsic else {})}
     return TrainConfig(env="AGVWarehouse-v0", agent=agent, num_envs=16, steps=16 * 8 * iters,
                        seed=3, out=str(out), checkpoint_every=1, video=False, progress=False,
-                       ppo=ppo, **kw)
+                       agent_cfg=sections, **kw)
 
 
 def _metrics(run):
@@ -54,7 +55,7 @@ def test_checkpoint_round_trip_restores_learning_rate_and_normalizers(tmp_path):
     assert r2.alg.optimizer.param_groups[0]["lr"] == r1.alg.learning_rate
     sd1, sd2 = r1.alg.policy.state_dict(), r2.alg.policy.state_dict()
     assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
-    assert float(r2.alg.policy.actor_norm.count) > 0
+    assert float(r2.alg.policy.actor_encoder.norm["policy"].count) > 0
     i1, i2 = r1.alg.intrinsic.state_dict(), r2.alg.intrinsic.state_dict()
     assert all(torch.equal(i1[k], i2[k]) for k in i1)
 
@@ -67,7 +68,7 @@ def test_init_from_copies_weights_and_normalizers_but_starts_fresh(tmp_path):
     theirs = load_checkpoint(src / "checkpoints" / "last.pt")["agent"]["policy"]
     ours = tuned.alg.policy.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
-    assert float(tuned.alg.policy.actor_norm.count) > 0
+    assert float(tuned.alg.policy.actor_encoder.norm["policy"].count) > 0
     assert tuned.iteration == 0 and tuned.env_steps == 0
     assert tuned.alg.learning_rate == 3e-4  # the new run's optimizer settings, not the source's
     fresh = OnPolicyRunner(_cfg(tmp_path / "fresh", "ppo", iters=1)).alg.policy.state_dict()
@@ -149,7 +150,7 @@ def test_rlkd_train_and_play_end_to_end(tmp_path, capsys):
 
 def test_exported_policy_acts_like_its_run_and_is_smaller(tmp_path, capsys):
     from rlkd.cli import main
-    from rlkd.train import load_policy
+    from rlkd.policies import load_policy
 
     run = tmp_path / "run"
     OnPolicyRunner(_cfg(run, "ppo", iters=2)).learn()
@@ -162,10 +163,10 @@ def test_exported_policy_acts_like_its_run_and_is_smaller(tmp_path, capsys):
     assert ck["provenance"]["notes"] == ["trained by the test", "rlkd train --out x"]
     assert not any(k.startswith("critic") for k in ck["agent"]["policy"])
     assert out.stat().st_size < 0.7 * (run / "checkpoints" / "last.pt").stat().st_size
-    _, full = load_policy(run)
-    _, small = load_policy(out)
-    obs = torch.randn(32, full.actor_norm.mean.shape[0]) * 3
-    assert torch.equal(full.act_deterministic(obs), small.act_deterministic(obs))
+    full, small = load_policy(run), load_policy(out)
+    obs = {"policy": torch.randn(32, 40) * 3}
+    assert torch.equal(full(obs), small(obs))
+    assert small.obs_groups == ["policy"] and small.env_id == "AGVWarehouse-v0"
     # play and eval take the file like a run; init_from and a second export refuse it.
     main(["play", str(out), "--num-envs", "2", "--steps", "5"])
     with pytest.raises(CheckpointError, match="exported policy"):

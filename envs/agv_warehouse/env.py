@@ -11,15 +11,18 @@ scaled by ``1 - slip``.
 **Observations** (world frame is x right, y up, metres; ``D = max(map_width, map_height)``):
 
 ==========  ================================================================================
-group       content (per env)
+group       content (per env; ``part`` (width) names the slices of ``env.observation_layout``)
 ==========  ================================================================================
-policy      ``(8 + lidar_rays,)``: goal position in the robot frame / D (2), goal distance / D,
-            linear / max_lin_vel and angular / max_ang_vel velocity (2), previous action (2),
-            fraction of goals still to visit, lidar ranges / lidar_range (rays, CCW from
-            the rear when the FOV is 2 pi)
-critic      ``policy`` without noise, then robot pose (x / W, y / H, cos, sin), current goal
-            (x / W, y / H), every moving obstacle relative to the robot in its frame
-            (dx / D, dy / D, vx, vy), and params (slip, max_lin_vel, action_latency)
+policy      ``(8 + lidar_rays,)``: ``goal_robot_frame`` (2) goal position in the robot frame
+            / D; ``goal_distance`` (1) / D; ``velocity`` (2) linear / max_lin_vel and
+            angular / max_ang_vel; ``prev_action`` (2); ``goals_remaining`` (1) fraction of
+            the ``num_goals`` goals still to visit; ``lidar`` (lidar_rays) ranges /
+            lidar_range, CCW from the rear when the FOV is 2 pi
+critic      ``(8 + lidar_rays + 6 + 4 num_obstacles + 3,)``: the ``policy`` parts without
+            noise (same names), then ``position`` (2) x / W, y / H; ``heading`` (2) cos, sin;
+            ``goal_position`` (2) current goal x / W, y / H; ``obstacles`` (4 num_obstacles,
+            absent without obstacles) each moving obstacle relative to the robot in its frame,
+            dx / D, dy / D, vx, vy (m/s); ``params`` (3) slip, max_lin_vel, action_latency
 ==========  ================================================================================
 
 **Reward** (sparse by default): ``reward_goal`` (+1) for reaching a goal, ``reward_collision``
@@ -158,12 +161,34 @@ class AGVWarehouseEnv(BatchedEnv):
         self._progress = z()
         self._clearance = z()
 
-        n_policy = 8 + R
-        n_critic = n_policy + 4 + 2 + 4 * K + 3
-        self.observation_spaces = {"policy": box((n_policy,)), "critic": box((n_critic,))}
+        # Group sizes from the same part table as observation_layout: they cannot disagree.
+        self.observation_spaces = {g: box((sum(w for _, w in parts),))
+                                   for g, parts in self._observation_parts().items()}
         self.action_space = action_box(2)
 
     # ------------------------------------------------------------------ construction
+    def _observation_parts(self) -> dict[str, list[tuple[str, int]]]:
+        """``{group: [(part, width), ...]}`` in feature order, as :meth:`_observe` builds them
+        (see the module docstring's table; widths follow ``lidar_rays`` and ``num_obstacles``)."""
+        c = self.cfg
+        policy = [("goal_robot_frame", 2), ("goal_distance", 1), ("velocity", 2),
+                  ("prev_action", 2), ("goals_remaining", 1), ("lidar", c.lidar_rays)]
+        # The critic starts with the policy's parts noise-free, under the same names.
+        critic = policy + [("position", 2), ("heading", 2), ("goal_position", 2)]
+        if c.num_obstacles:  # no zero-width part when there are none
+            critic.append(("obstacles", 4 * c.num_obstacles))
+        critic.append(("params", 3))
+        return {"policy": policy, "critic": critic}
+
+    def _observation_layout(self) -> dict[str, dict[str, slice]]:
+        layout = {}
+        for g, parts in self._observation_parts().items():
+            start, layout[g] = 0, {}
+            for name, width in parts:
+                layout[g][name] = slice(start, start + width)
+                start += width
+        return layout
+
     def _build_layouts(self) -> tuple[LayoutSet, RangeTable | None]:
         c = self.cfg
         key = (self.num_layouts, self.layout_seed, c.layout_offset, str(self.device), c.map_width, c.map_height,

@@ -60,7 +60,8 @@ class HumanoidMotionConfig:
 
     # --- termination
     fall_height: float = 0.5
-    """The episode ends when the pelvis drops below this height, metres."""
+    """The episode ends when the pelvis drops below this height, metres (``fall``); the one fall
+    threshold: :func:`rlkd.envs.humanoid.metrics.fallen` and its fall rates default to it."""
     max_tracking_error: float = 0.5
     """... or when the mean keypoint error exceeds this, metres."""
     max_episode_steps: int = 300
@@ -68,6 +69,7 @@ class HumanoidMotionConfig:
 
     # --- sensing (sim-to-real params)
     obs_noise_std: float = 0.0
-    """Gaussian noise on the proprioceptive part of ``policy`` (param ``obs_noise_std``)."""
+    """Gaussian noise on the ``proprio`` group but its ``prev_action`` part (the same values are
+    ``policy``'s proprioceptive part; ``critic`` stays clean), param ``obs_noise_std``."""
     action_noise_std: float = 0.0
     """Gaussian noise on the actions before they become PD targets (param ``action_noise_std``)."""

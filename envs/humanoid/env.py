@@ -10,22 +10,32 @@ onto each joint's range (0 = mid-range); with ``action_mode="residual"``, offset
 group, critical damping) turn them into torques; the target is held for ``frame_skip`` physics
 steps of 5 ms.
 
-**Observations** (heading frame = world frame rotated by the pelvis yaw; m, rad, s):
+**Observations** (heading frame = world frame rotated by the pelvis yaw; m, rad, s). Groups
+(sizes for the defaults: 28 joints, 5 end effectors, ``future_steps=(1, 3, 6)``) and their
+named parts (``env.observation_layout[group][part]`` is the slice of each):
 
-==========  ================================================================================
-group       content (per env)
-==========  ================================================================================
-policy      pelvis height (1), pelvis orientation in the heading frame as the first two
-            rotation-matrix columns (6), pelvis linear and angular velocity in the heading
-            frame (3 + 3), joint angles (28), joint velocities x 0.1 (28), end effectors (head,
-            hands, feet) relative to the pelvis in the heading frame (15), previous action
-            (28); then for each of ``future_steps`` reference frames: reference pelvis position
-            relative to the pelvis (3) and orientation (6) in the heading frame, reference
-            joint angles (28), reference end effectors relative to the reference pelvis (15)
-critic      ``policy`` without noise, then the current tracking errors (joint angles 28,
-            joint velocities x 0.1 28, end effectors 15, pelvis position 3), foot contact
-            forces / body weight (2 x 3, world frame) and the clip phase (sin, cos)
-==========  ================================================================================
+==========  =====  ============================================================================
+group       size   parts (size): content
+==========  =====  ============================================================================
+proprio     112    what the robot senses of itself: ``pelvis_height`` (1);
+                   ``pelvis_rot6`` (6) pelvis orientation in the heading frame as the first two
+                   rotation-matrix columns; ``pelvis_lin_vel``, ``pelvis_ang_vel`` (3 + 3) in
+                   the heading frame; ``joint_pos`` (28) joint angles; ``joint_vel`` (28)
+                   joint velocities x 0.1; ``end_effectors`` (15) head, hands, feet relative
+                   to the pelvis in the heading frame; ``prev_action`` (28) the last action.
+                   ``obs_noise_std`` noise is added to every part but ``prev_action``
+reference   156    privileged: for each of ``future_steps`` (part prefix ``ref{k}_``, k = the
+                   step offset, e.g. ``ref3_`` = 3 control steps ahead): ``pelvis_pos`` (3) and
+                   ``pelvis_rot6`` (6) of the reference pelvis relative to the pelvis in the
+                   heading frame, ``joint_pos`` (28) reference joint angles, ``end_effectors``
+                   (15) relative to the reference pelvis
+policy      268    ``proprio`` then ``reference`` (exactly their concatenation; the parts keep
+                   their names): what the expert tracker reads
+critic      350    ``policy`` without noise, then the current tracking errors ``err_joint_pos``
+                   (28), ``err_joint_vel`` (28, x 0.1), ``err_end_effectors`` (15),
+                   ``err_pelvis_pos`` (3), ``foot_forces`` (2 x 3) foot contact forces / body
+                   weight in the world frame, ``phase`` (2) the clip phase as (sin, cos)
+==========  =====  ============================================================================
 
 **Reward** (DeepMimic, plus PHC's global keypoint term): ``w_pose exp(-k_pose e_pose) + w_vel
 exp(-k_vel e_vel) + w_end_effector exp(-k_end_effector e_ee) + w_root exp(-k_root e_root) +
@@ -46,7 +56,8 @@ or the mean keypoint error above ``max_tracking_error`` (``tracking_failure``). 
 error, mm), ``mpjpe_local`` (the same after moving the pelvis onto the reference's: root-aligned
 MPJPE, mm) and ``root_error`` (pelvis position error, mm).
 
-**Version history**: v0 (first release).
+**Version history**: v0 (first release; the ``proprio`` and ``reference`` groups were added
+later without changing ``policy`` or ``critic``).
 """
 
 from __future__ import annotations
@@ -61,10 +72,21 @@ from rlkd.core.env import BatchedEnv, Obs
 from rlkd.core.spaces import action_box, box
 from rlkd.render.frames import tile_frames
 
+from rlkd.sim.rotations import (
+    quat_conj,
+    quat_from_yaw,
+    quat_mul,
+    quat_rotate,
+    quat_to_rot6,
+    quat_to_rotvec,
+    quat_yaw,
+    unyaw,
+)
+
+from . import metrics
 from .config import HumanoidMotionConfig
 from .motions import PROCEDURAL, MotionLibrary, MotionState, load_motion, procedural_clip
-from .skeleton import ASSET_PATH, END_EFFECTORS, FEET, Skeleton, quat_conj, quat_mul, quat_rotate, \
-    quat_to_matrix, quat_to_rotvec, quat_yaw
+from .skeleton import ASSET_PATH, END_EFFECTORS, FEET, Skeleton
 
 _SKELETON: Skeleton | None = None
 
@@ -92,25 +114,24 @@ def load_library(spec: str, skeleton: Skeleton, device, mode: str) -> MotionLibr
     return MotionLibrary(clips, skeleton, device=device, mode=mode)
 
 
-def _yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
-    """``(N, 4)`` rotation by ``yaw (N,)`` rad about the world z axis."""
-    half = 0.5 * yaw
-    z = torch.zeros_like(half)
-    return torch.stack((torch.cos(half), z, z, torch.sin(half)), -1)
-
-
-def _unyaw(v: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """World-frame vectors ``v (N, V, 3)`` in the heading frame of yaw ``(cos, sin) (N, 1)``:
-    a planar rotation by -yaw (cheaper than a general quaternion rotation)."""
-    x, y, z = v.unbind(-1)
-    return torch.stack((c * x + s * y, c * y - s * x, z), -1)
-
-
-def _rot6(q: torch.Tensor) -> torch.Tensor:
-    """``(..., 6)``: the first two columns of the rotation matrix of ``q (..., 4)`` (a continuous
-    encoding)."""
-    m = quat_to_matrix(q)
-    return torch.cat((m[..., :, 0], m[..., :, 1]), -1)
+def _observation_parts(nd: int, n_ee: int, future_steps) -> dict[str, list[tuple[str, int]]]:
+    """``{group: [(part, size), ...]}`` in feature order, for ``nd`` joints, ``n_ee`` end-effector
+    coordinates (3 per site) and the ``future_steps`` offsets: the one description of the
+    observation that sizes the spaces and names the layout. Future frames are named by their
+    step offset (``ref3_*`` = 3 control steps ahead), or by their index if offsets repeat."""
+    proprio = [("pelvis_height", 1), ("pelvis_rot6", 6), ("pelvis_lin_vel", 3),
+               ("pelvis_ang_vel", 3), ("joint_pos", nd), ("joint_vel", nd),
+               ("end_effectors", n_ee), ("prev_action", nd)]
+    steps = list(future_steps)
+    tags = steps if len(set(steps)) == len(steps) else [f"{k}_{i}" for i, k in enumerate(steps)]
+    reference = [(f"ref{k}_{part}", n) for k in tags
+                 for part, n in (("pelvis_pos", 3), ("pelvis_rot6", 6), ("joint_pos", nd),
+                                 ("end_effectors", n_ee))]
+    critic = proprio + reference + [("err_joint_pos", nd), ("err_joint_vel", nd),
+                                    ("err_end_effectors", n_ee), ("err_pelvis_pos", 3),
+                                    ("foot_forces", 6), ("phase", 2)]
+    return {"policy": proprio + reference, "proprio": proprio, "reference": reference,
+            "critic": critic}
 
 
 class HumanoidMotionEnv(BatchedEnv):
@@ -165,11 +186,12 @@ class HumanoidMotionEnv(BatchedEnv):
         self.prev_action = torch.zeros(num_envs, nd, device=dev)
         self._cache: dict[str, Any] = {}
 
-        n_prop = 1 + 6 + 3 + 3 + 2 * nd + 15 + nd
-        n_policy = n_prop + len(c.future_steps) * (3 + 6 + nd + 15)
-        n_critic = n_policy + 2 * nd + 15 + 3 + 6 + 2
-        self._n_prop_noisy = n_prop - nd  # noise hits sensed quantities, not the last action
-        self.observation_spaces = {"policy": box((n_policy,)), "critic": box((n_critic,))}
+        self._parts = _observation_parts(nd, 3 * len(END_EFFECTORS), c.future_steps)
+        size = {g: sum(n for _, n in parts) for g, parts in self._parts.items()}
+        # Noise hits the sensed quantities of proprio, not the last action (its last part).
+        self._n_prop_noisy = size["proprio"] - nd
+        self.observation_spaces = {g: box((size[g],)) for g in ("policy", "proprio", "reference",
+                                                                "critic")}
         self.action_space = action_box(nd)
 
     # ------------------------------------------------------------------ state
@@ -251,8 +273,6 @@ class HumanoidMotionEnv(BatchedEnv):
             "root_angle": root_ang,
             "keypoint_dist": kp_err.norm(dim=-1).mean(-1),
             "keypoint_sq": kp_err.square().sum(-1).mean(-1),
-            "keypoint_local": (kp_err - (s["root_pos"] - ref.root_pos)[:, None]
-                               ).norm(dim=-1).mean(-1),
         }
 
     def _evaluate(self):
@@ -270,17 +290,17 @@ class HumanoidMotionEnv(BatchedEnv):
                  "root": c.w_root * torch.exp(-c.k_root * e_root),
                  "keypoint": c.w_keypoint * torch.exp(-c.k_keypoint * e_kp)}
         reward = sum(terms.values())
-        fall = s["root_pos"][:, 2] < c.fall_height
+        fall = metrics.fallen(s["root_pos"][:, 2], c.fall_height)
         lost = err["keypoint_dist"] > c.max_tracking_error
         terminated = fall | lost
         return reward, terminated, terms, {"success": ~terminated, "fall": fall,
                                            "tracking_failure": lost & ~fall}
 
     def _metrics(self) -> dict[str, torch.Tensor]:
-        err = self._cache["errors"]
-        return {"mpjpe": err["keypoint_dist"] * 1000.0,
-                "mpjpe_local": err["keypoint_local"] * 1000.0,
-                "root_error": err["root"].norm(dim=-1) * 1000.0}
+        s, ref = self._cache["state"], self._cache["reference"]
+        return {"mpjpe": metrics.mpjpe(s["keypoints"], ref.keypoints),
+                "mpjpe_local": metrics.root_aligned_mpjpe(s["keypoints"], ref.keypoints),
+                "root_error": metrics.root_position_error(s["root_pos"], ref.root_pos)}
 
     # ------------------------------------------------------------------ observations
     def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
@@ -293,7 +313,7 @@ class HumanoidMotionEnv(BatchedEnv):
         ref_now = MotionState(**{k: None if v is None else v[:M] for k, v in vars(ref).items()})
         errors = self._errors(s, ref_now)
         if env_ids is None:  # the whole batch's errors serve _evaluate and _metrics of this step
-            self._cache = {"state": s, "errors": errors}
+            self._cache = {"state": s, "reference": ref_now, "errors": errors}
         # Every heading-frame vector in one rotation (M, V, 3), V = 5 end effectors, the two
         # root velocities, then per future frame its root offset and its 5 end effectors.
         root = s["root_pos"][:, None]
@@ -304,9 +324,9 @@ class HumanoidMotionEnv(BatchedEnv):
                           s["root_lin_vel"][:, None], s["root_ang_vel"][:, None],
                           torch.cat((fut_root - root[:, None], fut_ee), 2).reshape(M, -1, 3)), 1)
         yaw = quat_yaw(s["root_rot"])
-        local = _unyaw(vecs, torch.cos(yaw)[:, None], torch.sin(yaw)[:, None])
-        inv = _yaw_quat(-yaw)
-        rot6 = _rot6(quat_mul(inv[:, None], torch.cat(
+        local = unyaw(vecs, torch.cos(yaw)[:, None], torch.sin(yaw)[:, None])
+        inv = quat_from_yaw(-yaw)
+        rot6 = quat_to_rot6(quat_mul(inv[:, None], torch.cat(
             (s["root_rot"][:, None], ref.root_rot[M:].view(F, M, 4).transpose(0, 1)), 1)))
         ne = len(self.ee_idx)
         prev = self.prev_action if env_ids is None else self.prev_action[env_ids]
@@ -314,31 +334,46 @@ class HumanoidMotionEnv(BatchedEnv):
                             s["joint_pos"], 0.1 * s["joint_vel"],
                             local[:, :ne].reshape(M, -1)), -1)
         fut_local = local[:, ne + 2:].reshape(M, F, 1 + ne, 3)
-        future = torch.cat((fut_local[:, :, 0], rot6[:, 1:],
-                            ref.joint_pos[M:].view(F, M, -1).transpose(0, 1),
-                            fut_local[:, :, 1:].reshape(M, F, -1)), -1).reshape(M, -1)
-        clean = torch.cat((sensed, prev, future), -1)
+        reference = torch.cat((fut_local[:, :, 0], rot6[:, 1:],
+                               ref.joint_pos[M:].view(F, M, -1).transpose(0, 1),
+                               fut_local[:, :, 1:].reshape(M, F, -1)), -1).reshape(M, -1)
+        proprio_clean = torch.cat((sensed, prev), -1)
         std = self.params["obs_noise_std"] if env_ids is None else self.params["obs_noise_std"][env_ids]
-        policy = clean
+        proprio = proprio_clean
         if bool((std > 0).any()):
             noise = self.rng.normal(env_ids, self._n_prop_noisy) * std[:, None]
-            policy = torch.cat((sensed + noise, prev, future), -1)
+            proprio = torch.cat((sensed + noise, prev), -1)
+        # policy = proprio then reference, by construction (the one cat the split costs).
+        policy = torch.cat((proprio, reference), -1)
         # Privileged: tracking errors, foot contact forces, clip phase.
         cfrc = self.sim.cfrc_ext if env_ids is None else self.sim.cfrc_ext[env_ids]
         feet = cfrc.index_select(1, self.feet_mj)[..., 3:].float() / self.body_weight
         phase = 2 * np.pi * self._time(env_ids) / self.motions.duration[
             self.clip_ids if env_ids is None else self.clip_ids[env_ids]].float()
-        critic = torch.cat((clean, errors["joint"], 0.1 * errors["joint_vel"],
+        critic = torch.cat((proprio_clean, reference, errors["joint"], 0.1 * errors["joint_vel"],
                             errors["ee"].reshape(M, -1), errors["root"], feet.reshape(M, -1),
                             torch.sin(phase)[:, None], torch.cos(phase)[:, None]), -1)
-        return {"policy": policy, "critic": critic}
+        return {"policy": policy, "proprio": proprio, "reference": reference, "critic": critic}
+
+    def _observation_layout(self) -> dict[str, dict[str, slice]]:
+        """Named parts of ``policy``, ``proprio``, ``reference`` and ``critic`` (see the module
+        docstring's table); ``policy``'s parts are ``proprio``'s then ``reference``'s."""
+        layout = {}
+        for group, parts in self._parts.items():
+            end, layout[group] = 0, {}
+            for name, n in parts:
+                layout[group][name] = slice(end, end + n)
+                end += n
+        return layout
 
     def scripted_policy(self):
         """Open-loop PD tracking baseline, ``obs -> actions``: the PD targets are the next
         reference frame's joint angles (read from ``obs["policy"]``). It balances only as long as
         the reference happens to be balanced for this body; a trained tracker must do better."""
         nd = self.skeleton.num_dofs
-        start = 1 + 6 + 3 + 3 + 2 * nd + 15 + nd + 3 + 6  # first future frame's joint angles
+        # The first future frame's joint angles (``ref1_joint_pos`` by default).
+        first = next(n for n, _ in self._parts["reference"] if n.endswith("_joint_pos"))
+        start = self.observation_layout["policy"][first].start
 
         def policy(obs: Obs) -> torch.Tensor:
             if self.cfg.action_mode == "residual":  # the env adds the reference already

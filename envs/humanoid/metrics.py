@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from .config import HumanoidMotionConfig
+
 #: Metres -> millimetres.
 MM = 1000.0
+#: Pelvis height below which the humanoid has fallen, metres: the task's ``fall_height`` default,
+#: so the env's ``fall`` termination and offline fall rates count the same events.
+FALL_HEIGHT = HumanoidMotionConfig.fall_height
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor, min_dims: int) -> None:
@@ -48,9 +53,10 @@ def root_aligned_mpjpe(pred: torch.Tensor, target: torch.Tensor, root_index: int
         ``(...)`` mm; insensitive to a global translation of either skeleton (not to rotation).
     """
     _check(pred, target, 2)
-    pred = pred - pred[..., root_index: root_index + 1, :]
-    target = target - target[..., root_index: root_index + 1, :]
-    return mpjpe(pred, target)
+    # Error first, then its root component removed: the same as aligning both skeletons, one
+    # subtraction fewer (and the env's per-step arithmetic, so its metric is reproducible here).
+    err = pred - target
+    return (err - err[..., root_index: root_index + 1, :]).norm(dim=-1).mean(-1) * MM
 
 
 def root_position_error(pred_root: torch.Tensor, target_root: torch.Tensor) -> torch.Tensor:
@@ -114,20 +120,36 @@ def foot_sliding(foot_pos: torch.Tensor, contact_height: float = 0.05) -> torch.
     return total / contact.sum((-1, -2)).clamp_min(1) * MM
 
 
-def fell(root_height: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
-    """Whether each sequence fell: the root height went below ``threshold`` at some frame.
+def fallen(root_height: torch.Tensor, threshold: float = FALL_HEIGHT) -> torch.Tensor:
+    """Whether the humanoid is down at each frame: the root below ``threshold``.
+
+    The one fall definition of the task: ``HumanoidMotion-v0`` terminates with ``fall`` exactly
+    where this is true for its pelvis height and its config's ``fall_height``.
 
     Args:
-        root_height: ``(..., T)`` root (pelvis) height above the floor, metres.
+        root_height: ``(...)`` root (pelvis) height above the floor, metres.
         threshold: metres (our pelvis stands at ~0.93 m, ~0.65 m in a deep squat).
 
     Returns:
         ``(...)`` bool.
     """
-    return (root_height < threshold).any(-1)
+    return root_height < threshold
 
 
-def fall_rate(root_height: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
+def fell(root_height: torch.Tensor, threshold: float = FALL_HEIGHT) -> torch.Tensor:
+    """Whether each sequence fell: :func:`fallen` at some frame.
+
+    Args:
+        root_height: ``(..., T)`` root (pelvis) height above the floor, metres.
+        threshold: metres.
+
+    Returns:
+        ``(...)`` bool.
+    """
+    return fallen(root_height, threshold).any(-1)
+
+
+def fall_rate(root_height: torch.Tensor, threshold: float = FALL_HEIGHT) -> torch.Tensor:
     """Fraction of sequences that fell (see :func:`fell`).
 
     Args:
@@ -140,5 +162,5 @@ def fall_rate(root_height: torch.Tensor, threshold: float = 0.3) -> torch.Tensor
     return fell(root_height, threshold).float().mean()
 
 
-__all__ = ["MM", "acceleration_error", "fall_rate", "fell", "foot_sliding", "mpjpe",
-           "root_aligned_mpjpe", "root_position_error"]
+__all__ = ["FALL_HEIGHT", "MM", "acceleration_error", "fall_rate", "fallen", "fell", "foot_sliding",
+           "mpjpe", "root_aligned_mpjpe", "root_position_error"]

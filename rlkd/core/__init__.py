@@ -2,8 +2,8 @@
 
 from rlkd.core.config import apply_overrides, config_to_dict
 from rlkd.core.env import BatchedEnv, Obs
-from rlkd.core.registry import EnvSpec, list_envs, make, register, spec
+from rlkd.core.registry import EnvSpec, list_envs, make, register, register_loader, spec
 from rlkd.core.rng import BatchRNG
 
 __all__ = ["BatchedEnv", "Obs", "BatchRNG", "EnvSpec", "apply_overrides", "config_to_dict",
-           "list_envs", "make", "register", "spec"]
+           "list_envs", "make", "register", "register_loader", "spec"]

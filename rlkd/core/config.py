@@ -50,3 +50,28 @@ def apply_overrides(cfg: C, overrides: dict[str, Any], owner: str = "config") ->
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-dict view of a config dataclass (for logs, checkpoints, YAML)."""
     return dataclasses.asdict(cfg)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` of a dataclass whose fields carry attribute docstrings (the string
+    literal after each field, as in our configs), over its whole class hierarchy; fields
+    without one are absent. Reads the source with ``ast``; never imports or runs anything."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):  # no source (e.g. built at run time)
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
+    return docs

@@ -120,8 +120,10 @@ class BatchedEnv(abc.ABC):
     def _observation_layout(self) -> dict[str, dict[str, slice]]:
         """Named parts of each observation group, ``{group: {part: slice}}``, the slices indexing
         the group's per-env features flattened (``obs[g].flatten(1)[:, s]``), in order. Tasks
-        override it with their real parts (Gymnasium v5's ``observation_structure``, per group);
-        the default names one part after each group."""
+        override it with their real parts (Gymnasium v5's ``observation_structure``, per group),
+        built from the same config numbers as the observation, and leave out a part a config
+        removes (every part has at least one feature); the default names one part after each
+        group."""
         return {g: {g: slice(0, int(np.prod(s.shape)))} for g, s in self.observation_spaces.items()}
 
     def _state_finite(self) -> torch.Tensor:

@@ -1,4 +1,11 @@
-"""Env registry: ``rlkd.make`` / ``rlkd.list_envs`` and the matching gymnasium registrations."""
+"""Env registry: ``rlkd.make`` / ``rlkd.list_envs`` and the matching gymnasium registrations.
+
+The registry knows no task by itself (``rlkd.core`` imports no task package): tasks arrive by
+:func:`register`, and packages that provide tasks install a *loader* with
+:func:`register_loader` (a module to import, or a callable), run once before the next lookup
+(:func:`spec`, :func:`list_envs`, :func:`make`).
+The top-level ``rlkd`` package installs the loader of the built-in tasks (``rlkd.envs``).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +47,8 @@ class EnvSpec:
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
+#: Loaders not run yet, in installation order (see :func:`register_loader`).
+_PENDING_LOADERS: list[str | Callable[[], object]] = []
 
 
 def _strip_namespace(env_id: str) -> str:
@@ -60,6 +69,34 @@ def register(env_id: str, entry_point: str, config_factory: Callable[[], Any],
     return spec
 
 
+def register_loader(loader: str | Callable[[], object]) -> None:
+    """Install a loader of tasks, run once before the next lookup (:func:`spec`,
+    :func:`list_envs`, :func:`make`).
+
+    Args:
+        loader: a module name to import (a package whose import calls :func:`register`, e.g.
+            ``"rlkd.envs"``), or a no-argument callable that registers tasks.
+
+    This keeps ``rlkd.core`` free of task imports while lookups still find every task of the
+    packages that installed a loader, and lets a plugin defer importing its tasks until an id
+    is looked up. A loader that raises stays installed and is tried again at the next lookup.
+    """
+    if not (isinstance(loader, str) or callable(loader)):
+        raise TypeError(f"loader must be a module name or a callable, got {type(loader).__name__}")
+    _PENDING_LOADERS.append(loader)
+
+
+def _run_loaders() -> None:
+    # Pop before running: a loader that looks ids up itself must not run again (recursion).
+    while _PENDING_LOADERS:
+        loader = _PENDING_LOADERS.pop(0)
+        try:
+            importlib.import_module(loader) if isinstance(loader, str) else loader()
+        except BaseException:
+            _PENDING_LOADERS.insert(0, loader)
+            raise
+
+
 def _register_gymnasium(env_id: str) -> None:
     import gymnasium
 
@@ -77,8 +114,7 @@ def _register_gymnasium(env_id: str) -> None:
 
 def spec(env_id: str) -> EnvSpec:
     """The :class:`EnvSpec` of ``env_id`` (with or without the ``rlkd/`` prefix)."""
-    import rlkd.envs  # noqa: F401  (registers the built-in tasks)
-
+    _run_loaders()
     key = _strip_namespace(env_id)
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, list(_REGISTRY), n=3)
@@ -89,8 +125,7 @@ def spec(env_id: str) -> EnvSpec:
 
 def list_envs() -> list[str]:
     """Sorted ids of every registered task."""
-    import rlkd.envs  # noqa: F401
-
+    _run_loaders()
     return sorted(_REGISTRY)
 
 

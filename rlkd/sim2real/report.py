@@ -7,7 +7,6 @@ previous report or the new one, never a torn file.
 from __future__ import annotations
 
 import io
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -272,14 +271,14 @@ def plot_divergence(replay: dict[str, Any], path: Path) -> Path:
 def write_report(out_dir: str | Path, result: SuiteResult, meta: dict[str, Any],
                  replay: dict[str, Any] | None = None, resamples: int = 2000) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and the plots under ``out_dir`` (atomically)."""
-    from rlkd.bench import machine_info, write_json_atomic
+    from rlkd.core.provenance import command_line, machine_info, write_json_atomic
 
     out = Path(out_dir)
     summary = summarize(result, resamples)
     if replay is not None:
         summary["replay"] = replay
     machine = machine_info()
-    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    meta = {"command": command_line(program_name_only=True),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "git_commit": machine.get("git_commit"), **meta}
     paths = {"conditions.png": plot_conditions(summary, out / "conditions.png")}

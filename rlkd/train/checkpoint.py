@@ -1,8 +1,18 @@
-"""Checkpoints: atomic writes and loads that fail loudly on corrupt or foreign files."""
+"""Checkpoints: atomic writes and loads that fail loudly on corrupt or foreign files.
+
+Loading never runs code from the file: ``torch.load(weights_only=True)`` unpickles tensors,
+containers and plain values only; a file that needs more (a crafted pickle, a foreign object) is
+refused with :class:`CheckpointError`.
+
+Format versions: 1 (the first release); 2 adds ``model`` (the policy's constructor arguments)
+and ``obs_specs`` (shape and dtype per observation group) so a policy rebuilds without its env
+or its agent, and moves the agent's config overrides into ``config["agent_cfg"]``. Both load.
+"""
 
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +21,7 @@ import torch
 from rlkd.core.atomic import atomic_write
 
 FORMAT = "rlkd-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -47,7 +57,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=False)
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object: never run it
+        detail = next((ln.strip() for ln in str(e).splitlines()
+                       if "GLOBAL" in ln or "Unsupported" in ln), "not plain data")
+        raise CheckpointError(f"{path} holds objects other than tensors and plain data, which "
+                              f"rlkd never unpickles (a file from elsewhere, or crafted): "
+                              f"{detail}") from None
     except Exception as e:  # torch raises several types for truncated/corrupt zips and pickles
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read "
                               f"({type(e).__name__}: {e})") from e

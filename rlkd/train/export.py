@@ -1,7 +1,7 @@
 """Deployable policy files: a trained run's actor alone (weights, action std and observation
 normalizer), with its train config and a provenance record.
 
-``kind: "policy"`` checkpoints load everywhere a run does (:func:`rlkd.train.load_policy`, so
+``kind: "policy"`` checkpoints load everywhere a run does (:func:`rlkd.policies.load_policy`, so
 ``rlkd play`` and ``rlkd eval``), at a fraction of a training checkpoint's size: no critic, no
 optimizer state, no env state. They cannot be resumed or fine-tuned from (``--init-from`` needs
 the critic too).
@@ -15,24 +15,35 @@ from typing import Any
 from rlkd.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, \
     save_checkpoint
 
-#: State-dict prefixes of the actor side of :class:`rlkd.agents.ppo.ActorCritic`.
-ACTOR_KEYS = ("actor.", "actor_norm.", "log_std")
-
 
 def export_policy(run_or_ckpt: str | Path, out: str | Path,
                   provenance: dict[str, Any] | None = None) -> Path:
     """Write the actor of ``run_or_ckpt`` (run directory: its ``last.pt``) to ``out``
-    atomically; ``provenance`` (commands, measured quality, ...) is stored with it."""
+    atomically; ``provenance`` (commands, measured quality, ...) is stored with it.
+
+    The file holds the actor's weights (state-dict prefixes
+    :data:`rlkd.nn.policy.ACTOR_PREFIXES`), its constructor arguments (``model``, critic
+    dropped) and the train config, so :func:`rlkd.policies.load_policy` rebuilds it alone.
+    """
+    from rlkd.nn.policy import ACTOR_PREFIXES, upgrade_state_dict
+    from rlkd.policies import _legacy_model_spec
+    from rlkd.train.config import TrainConfig
+
     path = resolve_checkpoint(run_or_ckpt)
     ck = load_checkpoint(path, required=("config", "agent"))
     if ck.get("kind") == "policy":
         raise CheckpointError(f"{path} is already an exported policy")
-    policy = ck["agent"]["policy"]
-    actor = {k: v.detach().clone() for k, v in policy.items() if k.startswith(ACTOR_KEYS)}
-    if not any(k.startswith("actor.") for k in actor):
+    policy = ck["agent"].get("policy") or {}
+    if not any(k.startswith("actor.") for k in policy):
         raise CheckpointError(f"{path} holds no actor weights (keys {sorted(policy)[:4]}...)")
-    payload = {"kind": "policy", "config": ck["config"], "agent": {"policy": actor},
-               "env_steps": ck.get("env_steps"), "iteration": ck.get("iteration"),
-               "obs_spaces": ck.get("obs_spaces"), "source": str(path),
-               "provenance": dict(provenance or {})}
+    cfg = TrainConfig.from_dict(ck["config"])
+    spec = dict(ck.get("model") or _legacy_model_spec(ck, cfg))
+    spec["critic_groups"] = None
+    spec["specs"] = {g: v for g, v in spec["specs"].items() if g in spec["actor_groups"]}
+    weights = upgrade_state_dict(policy, spec["actor_groups"], None)
+    actor = {k: v.detach().clone() for k, v in weights.items() if k.startswith(ACTOR_PREFIXES)}
+    payload = {"kind": "policy", "config": cfg.to_dict(), "agent": {"policy": actor},
+               "model": spec, "env_steps": ck.get("env_steps"), "iteration": ck.get("iteration"),
+               "obs_spaces": ck.get("obs_spaces"), "obs_specs": ck.get("obs_specs"),
+               "source": str(path), "provenance": dict(provenance or {})}
     return save_checkpoint(out, payload)

@@ -1,7 +1,13 @@
-"""On-policy runner: rollouts -> PPO update -> logs -> checkpoints, resumable and data-parallel.
+"""On-policy runner: rollouts -> algorithm update -> logs -> checkpoints, resumable and
+data-parallel.
 
-    cfg = TrainConfig(env="AGVWarehouse-v0", agent="ppo-rdd", num_envs=256, steps=5_000_000)
+    cfg = TrainConfig(env="AGVWarehouse-v0", agent="ppo-rdd", num_envs=256, steps=5_000_000,
+                      agent_cfg={"ppo": {"learning_rate": 3e-4}})
     OnPolicyRunner(cfg).learn()
+
+The runner is handed the algorithm by name (:data:`rlkd.agents.AGENTS`) and only drives its
+``act -> process_env_step -> compute_returns -> update`` loop (rsl_rl's shape); it imports no
+algorithm.
 
 A run directory holds ``config.yaml`` (everything needed to rebuild env and agent),
 ``checkpoints/model_<iteration>.pt`` every ``checkpoint_every`` iterations plus ``last.pt``
@@ -27,57 +33,11 @@ import yaml
 from rlkd.core.atomic import atomic_write
 from rlkd.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, \
     save_checkpoint
-from rlkd.train.distributed import allreduce_mean, broadcast_module_, init_distributed
+from rlkd.core.distributed import allreduce_mean, broadcast_module_, init_distributed, \
+    is_distributed
+from rlkd.nn.encoders import group_specs
+from rlkd.train.config import TrainConfig
 from rlkd.train.logger import TrainLogger
-
-
-@dataclass
-class TrainConfig:
-    """One training run (what ``rlkd train`` parses; saved as ``config.yaml``)."""
-
-    env: str = "AGVWarehouse-v0"
-    """Registered env id."""
-    agent: str = "ppo-rdd"
-    """ppo, ppo-rnd or ppo-rdd."""
-    num_envs: int = 256
-    """Envs per rank."""
-    steps: int = 6_000_000
-    """Total env steps (all envs, all ranks)."""
-    seed: int = 0
-    """Seed; rank r uses seed + r for its envs and sampling."""
-    device: str = "cpu"
-    """Torch device (``cuda`` becomes ``cuda:<local_rank>`` under torchrun)."""
-    out: str = "runs/default"
-    """Run directory."""
-    checkpoint_every: int = 50
-    """Iterations between checkpoints (one is always written at the end)."""
-    video: bool = True
-    """Render a rollout of the final policy to ``videos/final.mp4``."""
-    video_steps: int = 300
-    """Control steps of that rollout."""
-    progress: bool = True
-    """Show the progress bar."""
-    env_overrides: dict[str, Any] = field(default_factory=dict)
-    """Env config overrides (``--set key=value``)."""
-    ppo: dict[str, Any] = field(default_factory=dict)
-    """PPOConfig overrides (``--ppo key=value``)."""
-    intrinsic: dict[str, Any] = field(default_factory=dict)
-    """RND/RDD config overrides (``--intrinsic key=value``)."""
-    init_from: str | None = None
-    """Checkpoint or run directory whose actor-critic weights and observation normalizers start
-    this run (fine-tuning, e.g. after a reward change). The optimizer, learning rate, env state
-    and step counters start fresh; observation shapes must match."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise KeyError(f"unknown train config keys {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 def write_yaml_atomic(path: Path, data: dict[str, Any]) -> Path:
@@ -94,51 +54,82 @@ def _to_plain(x):
 
 
 def build_env_and_agent(cfg: TrainConfig, seed: int, device: str, num_envs: int | None = None):
-    """``(env, algorithm, ppo_cfg, intrinsic_cfg)`` for a train config (network init from
-    ``cfg.seed`` so every rank starts from the same weights)."""
+    """``(env, algorithm, configs)`` for a train config; ``configs`` maps each of the agent's
+    config sections to its instance (network init from ``cfg.seed`` so every rank starts from the
+    same weights)."""
     import rlkd
-    from rlkd.agents import build_agent, intrinsic_config
-    from rlkd.agents.ppo import PPOConfig
-    from rlkd.core.config import apply_overrides
+    from rlkd.agents import get_agent
 
+    agent = get_agent(cfg.agent)
+    agent.configs(cfg.agent_cfg)  # bad sections / keys fail before an env is built
     env = rlkd.make(cfg.env, num_envs=num_envs or cfg.num_envs, device=device, seed=seed,
                     **cfg.env_overrides)
-    ppo_cfg = apply_overrides(PPOConfig(), dict(cfg.ppo), owner="ppo config")
-    intr_cfg = intrinsic_config(cfg.agent, dict(cfg.intrinsic))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        alg = build_agent(cfg.agent, env, ppo_cfg, intr_cfg, seed=seed)
-    return env, alg, ppo_cfg, intr_cfg
+        alg, cfgs = agent.build(env, cfg.agent_cfg, seed=seed)
+    return env, alg, cfgs
 
 
 class EpisodeStats:
-    """Finished episodes' return / length / flags, per iteration and over a recent window."""
+    """Finished episodes' return / length and every flag the env reports in
+    ``info["episode"]`` (success, collision, fall, timeout, ...), per iteration and over a
+    recent window. Keys appear as the env first reports them (the same on every rank)."""
+
+    SKIP = ("env_ids",)
 
     def __init__(self, window: int):
-        self.window = {k: deque(maxlen=window) for k in
-                       ("return", "length", "success", "collision", "timeout")}
+        self.size = window
+        self.window: dict[str, deque] = {k: deque(maxlen=window) for k in ("return", "length")}
         self._iter: dict[str, list[torch.Tensor]] = {k: [] for k in self.window}
 
     def add(self, episode: dict[str, torch.Tensor]) -> None:
-        for k in self._iter:
-            if k in episode:
-                self._iter[k].append(episode[k].float())
+        for k, v in episode.items():
+            if k in self.SKIP:
+                continue
+            if k not in self._iter:
+                self._iter[k] = []
+                self.window.setdefault(k, deque(maxlen=self.size))
+            self._iter[k].append(v.float())
+
+    def _sync_keys(self) -> None:
+        if not is_distributed():
+            return
+        import torch.distributed as dist
+
+        keys: list[list[str]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(keys, sorted(self._iter))
+        for k in sorted(set().union(*keys)):
+            self._iter.setdefault(k, [])
+            self.window.setdefault(k, deque(maxlen=self.size))
 
     def flush(self) -> dict[str, float]:
         """Iteration sums all-reduced over ranks; window means for display and logs."""
+        self._sync_keys()
+        names = sorted(self._iter)
         sums = []  # (K, 2): sum and count of each statistic, one all-reduce for all of them
-        for parts in self._iter.values():
+        for k in names:
+            parts = self._iter[k]
             vals = torch.cat(parts).double().cpu() if parts else torch.zeros(0, dtype=torch.float64)
             sums.append(torch.stack([vals.sum(), torch.tensor(float(vals.numel()),
                                                               dtype=torch.float64)]))
         packed = allreduce_mean(torch.stack(sums))  # mean of sums and counts keeps the ratio
         out: dict[str, float] = {}
-        for (k, win), (total, count) in zip(self.window.items(), packed.tolist()):
+        for k, (total, count) in zip(names, packed.tolist()):
+            win = self.window[k]
             if count > 0:
                 win.append((total, count))
             n = sum(b for _, b in win)
             out[k] = sum(a for a, _ in win) / n if n else float("nan")
             self._iter[k] = []
+        return out
+
+    @staticmethod
+    def scalars(ep: dict[str, float]) -> dict[str, float]:
+        """Logged names: ``charts/episodic_return``, ``charts/episode_length`` and
+        ``charts/<flag>_rate`` for every flag (success_rate, collision_rate, fall_rate, ...)."""
+        out = {"charts/episodic_return": ep.get("return", float("nan")),
+               "charts/episode_length": ep.get("length", float("nan"))}
+        out.update({f"charts/{k}_rate": v for k, v in ep.items() if k not in ("return", "length")})
         return out
 
 
@@ -156,13 +147,12 @@ class OnPolicyRunner:
         self.run_dir = Path(cfg.out)
         self.device = device
         rank_seed = cfg.seed + self.dist.rank
-        self.env, self.alg, self.ppo_cfg, self.intr_cfg = build_env_and_agent(cfg, rank_seed,
-                                                                            device)
-        broadcast_module_(self.alg.policy)
-        if self.alg.intrinsic is not None:
-            broadcast_module_(self.alg.intrinsic)
+        self.env, self.alg, self.agent_cfgs = build_env_and_agent(cfg, rank_seed, device)
+        for module in self.alg.synced_modules():
+            broadcast_module_(module)
         self.iteration, self.env_steps = 0, 0
-        per_iter = self.env.num_envs * self.ppo_cfg.num_steps * self.dist.world_size
+        self.num_steps_per_env = int(self.alg.num_steps_per_env)
+        per_iter = self.env.num_envs * self.num_steps_per_env * self.dist.world_size
         self.steps_per_iteration = per_iter
         self.stats = EpisodeStats(window=10)
         self.obs, _ = self.env.reset(seed=rank_seed)
@@ -173,9 +163,8 @@ class OnPolicyRunner:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             full = {"train": self.cfg.to_dict(),
-                    "ppo": _to_plain(dataclasses.asdict(self.ppo_cfg)),
-                    "intrinsic": None if self.intr_cfg is None
-                    else _to_plain(dataclasses.asdict(self.intr_cfg)),
+                    "agent": {k: _to_plain(dataclasses.asdict(c))
+                              for k, c in self.agent_cfgs.items()},
                     "world_size": self.dist.world_size}
             write_yaml_atomic(self.run_dir / "config.yaml", _to_plain(full))
 
@@ -186,6 +175,8 @@ class OnPolicyRunner:
                 "env": self.env.state_dict() if not self.dist.enabled else None,
                 "world_size": self.dist.world_size,
                 "obs_spaces": {g: list(s.shape) for g, s in self.env.observation_spaces.items()},
+                "obs_specs": group_specs(self.env.observation_spaces),
+                "model": _model_spec(self.alg.policy),
                 "stats_window": {k: list(v) for k, v in self.stats.window.items()}}
 
     def save(self, path: Path | None = None) -> Path | None:
@@ -204,6 +195,8 @@ class OnPolicyRunner:
             self.env.load_state_dict(ck["env"])
             self.obs = self.env.get_observations()
         for k, v in ck.get("stats_window", {}).items():
+            self.stats.window.setdefault(k, deque(maxlen=self.stats.size))
+            self.stats._iter.setdefault(k, [])
             self.stats.window[k].extend(tuple(x) for x in v)
 
     def _init_weights(self, source: str) -> None:
@@ -215,7 +208,8 @@ class OnPolicyRunner:
                                   f"a training checkpoint, which has the critic too")
         ours = {g: list(s.shape) for g, s in self.env.observation_spaces.items()}
         theirs = {g: list(v) for g, v in ck["obs_spaces"].items()}
-        for g in dict.fromkeys((self.alg.actor_group, self.alg.critic_group)):  # ordered
+        pol = self.alg.policy
+        for g in dict.fromkeys(list(pol.actor_groups) + list(pol.critic_groups)):  # ordered
             if theirs.get(g) != ours[g]:
                 raise CheckpointError(f"{path}: init_from observation group {g!r} has shape "
                                       f"{theirs.get(g)}, this env gives {ours[g]}")
@@ -263,13 +257,15 @@ class OnPolicyRunner:
                 t0 = time.perf_counter()
                 alg.policy.train()
                 metric_sums: dict[str, torch.Tensor] = {}
+                unstable = 0
                 with torch.no_grad():
-                    for _ in range(self.ppo_cfg.num_steps):
+                    for _ in range(self.num_steps_per_env):
                         actions = alg.act(self.obs)
                         self.obs, reward, term, trunc, info = env.step(actions)
                         alg.process_env_step(self.obs, reward, term, trunc, info)
                         if "episode" in info:
                             self.stats.add(info["episode"])
+                        unstable += info.get("sim_unstable", 0)
                         for k, v in info.get("metrics", {}).items():  # the task's diagnostics
                             metric_sums[k] = metric_sums.get(k, 0.0) + v.float().mean()
                     alg.compute_returns(self.obs)
@@ -279,15 +275,13 @@ class OnPolicyRunner:
                 self.iteration += 1
                 self.env_steps += self.steps_per_iteration
                 ep = self.stats.flush()
+                n_unstable = float(allreduce_mean(torch.tensor(float(unstable)))) \
+                    * self.dist.world_size
                 scalars = {"charts/SPS": self.steps_per_iteration / (t2 - t0),
-                           "charts/episodic_return": ep["return"],
-                           "charts/episode_length": ep["length"],
-                           "charts/success_rate": ep["success"],
-                           "charts/collision_rate": ep["collision"],
-                           "charts/timeout_rate": ep["timeout"],
+                           **EpisodeStats.scalars(ep), "charts/sim_unstable": n_unstable,
                            "perf/collection_s": t1 - t0, "perf/learn_s": t2 - t1, **losses}
                 if metric_sums:  # means over the rollout's steps and envs (this rank's)
-                    packed = torch.stack(list(metric_sums.values())) / self.ppo_cfg.num_steps
+                    packed = torch.stack(list(metric_sums.values())) / self.num_steps_per_env
                     scalars.update({f"metrics/{k}": float(v)
                                     for k, v in zip(metric_sums, packed.tolist())})
                 log.log(self.iteration - 1, self.env_steps, scalars)
@@ -312,6 +306,13 @@ class OnPolicyRunner:
             return None
 
 
+def _model_spec(policy) -> dict[str, Any] | None:
+    """The policy model's constructor arguments (``ActorCritic.spec()``), if it has them: what
+    :func:`rlkd.policies.load_policy` rebuilds the actor from without the agent or the env."""
+    spec = getattr(policy, "spec", None)
+    return spec() if callable(spec) else None
+
+
 def rollout_video(cfg: TrainConfig, policy, path: Path, steps: int, num_envs: int, device: str,
                   seed: int, width: int = 320) -> Path:
     """Roll out ``policy`` (mean actions) on ``num_envs`` fresh envs and write a tiled video."""
@@ -319,37 +320,11 @@ def rollout_video(cfg: TrainConfig, policy, path: Path, steps: int, num_envs: in
     from rlkd.render import rollout_frames, write_video
 
     env = rlkd.make(cfg.env, num_envs=num_envs, device=device, seed=seed, **cfg.env_overrides)
-    group = policy_group(cfg)
     was_training = policy.training
     policy.eval()
-    frames = rollout_frames(env, lambda obs: policy.act_deterministic(obs[group]).clamp(-1, 1),
-                            steps, seed, caption=f"{cfg.env} {cfg.agent}", width=width)
+    with torch.no_grad():
+        frames = rollout_frames(env, lambda obs: policy.act_deterministic(obs).clamp(-1, 1),
+                                steps, seed, caption=f"{cfg.env} {cfg.agent}", width=width)
     policy.train(was_training)
+    env.close()
     return write_video(path, frames, fps=env.metadata.get("render_fps", 10))
-
-
-def policy_group(cfg: TrainConfig) -> str:
-    return cfg.ppo.get("actor_group", "policy")
-
-
-def load_policy(run_or_ckpt: str | Path, device: str = "cpu"):
-    """``(train_cfg, ActorCritic in eval mode)`` from a run directory or a checkpoint file.
-
-    Raises :class:`CheckpointError` for a missing or corrupt checkpoint.
-    """
-    path = resolve_checkpoint(run_or_ckpt)
-    ck = load_checkpoint(path, map_location=device, required=("config", "agent"))
-    cfg = TrainConfig.from_dict(ck["config"])
-    env, alg, _, _ = build_env_and_agent(cfg, cfg.seed, device, num_envs=1)
-    exported = ck.get("kind") == "policy"  # rlkd.train.export: the actor only
-    try:
-        result = alg.policy.load_state_dict(ck["agent"]["policy"], strict=not exported)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit {cfg.env} / {cfg.agent}: {e}") from e
-    if exported:
-        lost = [k for k in result.missing_keys if not k.startswith(("critic.", "critic_norm."))]
-        if lost or result.unexpected_keys:
-            raise CheckpointError(f"policy file {path} does not fit {cfg.env} / {cfg.agent}: "
-                                  f"missing {lost}, unexpected {result.unexpected_keys}")
-    alg.policy.eval()
-    return cfg, alg.policy

@@ -1,0 +1,33 @@
+"""Motion library of the humanoid, one job per module:
+
+* :mod:`.clip` - :class:`MotionClip` (one reference motion on our skeleton), its ``.npz`` file
+  format (:func:`save_npz` / :func:`load_npz`) and :class:`MotionError`;
+* :mod:`.bvh` - BVH parsing (:func:`load_bvh`) and retargeting onto our skeleton
+  (:func:`retarget`, :data:`CMU`), and :func:`load_motion` for either file type;
+* :mod:`.procedural` - loop-closed procedural clips (:func:`procedural_clip`, :data:`PROCEDURAL`),
+  so the default library needs no data;
+* :mod:`.library` - :class:`MotionLibrary`: clips on one torch device, batched sampling of
+  :class:`MotionState` (interpolated poses, velocities, keypoints).
+
+Every public name is re-exported here: ``from rlkd.envs.humanoid.motions import X`` works for all.
+"""
+
+from .bvh import (
+    CMU,
+    BodyMap,
+    BvhMotion,
+    RetargetMap,
+    RetargetReport,
+    load_bvh,
+    load_motion,
+    retarget,
+)
+from .clip import MotionClip, MotionError, load_npz, save_npz
+from .library import MotionLibrary, MotionState, clip_velocities
+from .procedural import PROCEDURAL, procedural_clip
+
+__all__ = [
+    "BodyMap", "BvhMotion", "CMU", "MotionClip", "MotionError", "MotionLibrary", "MotionState",
+    "PROCEDURAL", "RetargetMap", "RetargetReport", "clip_velocities", "load_bvh", "load_motion",
+    "load_npz", "procedural_clip", "retarget", "save_npz",
+]
