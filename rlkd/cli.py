@@ -35,6 +35,29 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
     return parse_overrides(pairs)
 
 
+def _existing_target(target: str) -> str:
+    """``target`` of play / eval, checked: one that looks like a path (has a path separator,
+    ends in ``.pt``/``.onnx``/``.ts``) but exists neither as a file nor as a registered env id
+    (``rlkd/<id>`` has a slash) is refused with ``file not found: PATH`` instead of being taken
+    for an unknown env id."""
+    import os
+
+    if target.startswith("expert:") or Path(target).exists():
+        return target
+    looks_like_path = ("/" in target or os.sep in target
+                       or target.endswith((".pt", ".onnx", ".ts")))
+    if looks_like_path:
+        import rlkd
+
+        try:
+            rlkd.spec(target)
+        except KeyError:
+            from rlkd.train.cli import UsageError
+
+            raise UsageError(f"file not found: {target}") from None
+    return target
+
+
 def list_cmd(
     what: Annotated[Literal["envs", "agents"], tyro.conf.arg(
         help="envs (registered env ids) or agents (registered agents and their config fields)")
@@ -95,9 +118,15 @@ def play_cmd(
     from rlkd.policies import policy_source
     from rlkd.render import rollout_frames, write_video
 
-    env, run_overrides, factory, label = policy_source(env, policy, device, seed)
-    e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed,
-                  **{**run_overrides, **_overrides(set)})
+    from rlkd.train.cli import as_usage_error, user_errors
+
+    try:  # mistakes in what to play (path, env id, override, device): one line, no traceback
+        env, run_overrides, factory, label = policy_source(_existing_target(env), policy,
+                                                           device, seed)
+        e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed,
+                      **{**run_overrides, **_overrides(set)})
+    except user_errors() as exc:
+        raise as_usage_error(exc) from exc
     returns, lengths, successes = [], [], []
 
     def collect(info) -> None:
@@ -178,18 +207,25 @@ def eval_cmd(
     import rlkd
     from rlkd.policies import policy_source
     from rlkd.sim2real import evaluate_suite, load_suite, parse_condition
-    from rlkd.sim2real.replay import load_log, record_log as record, replay_log, save_log
+    from rlkd.sim2real.replay import check_log, load_log, record_log as record, replay_log, \
+        save_log
     from rlkd.sim2real.report import write_report
+
+    from rlkd.train.cli import as_usage_error, user_errors
 
     con = Console()
     try:
-        env_id, overrides, factory, label = policy_source(run, policy, device, seed)
-        overrides = {**overrides, **_overrides(set)}
-        s = load_suite(suite)
-        s.conditions += [parse_condition(c) for c in condition]
-        probe = rlkd.make(env_id, num_envs=1, seed=seed, **overrides)
-        twin_id = probe.TWIN_ID
-        probe.close()
+        try:  # what to evaluate, and how (path, env id, overrides, suite): the user's mistakes
+            env_id, overrides, factory, label = policy_source(_existing_target(run), policy,
+                                                              device, seed)
+            overrides = {**overrides, **_overrides(set)}
+            s = load_suite(suite)
+            s.conditions += [parse_condition(c) for c in condition]
+            probe = rlkd.make(env_id, num_envs=1, seed=seed, **overrides)
+            twin_id = probe.TWIN_ID
+            probe.close()
+        except user_errors() as exc:
+            raise as_usage_error(exc) from exc
         if twin and twin_id is None:
             con.print(f"{env_id} has no twin engine: skipping the twin evaluation")
         if record_log is not None:
@@ -199,17 +235,21 @@ def eval_cmd(
             rec_env.close()
             con.print(f"recorded {log.steps} steps on {rec_id}: {save_log(record_log, log)}")
             real_log = real_log or record_log
+        robot_log = None
+        if real_log is not None:  # a bad log fails now, not after the whole suite has run
+            robot_log = load_log(real_log)
+            check_log(robot_log, env_id, device, overrides, seed).close()
         con.print(f"evaluating {label} on {env_id}: suite {s.name}, {len(s.conditions)} "
                   f"conditions x {episodes} episodes in one batch")
         result = evaluate_suite(factory, env_id, s, episodes=episodes, seed=seed, device=device,
                                 env_overrides=overrides, twin=twin and twin_id is not None,
                                 twin_episodes=min(twin_episodes, episodes))
         replay = None
-        if real_log is not None:
-            replay = replay_log(load_log(real_log), env_id, result.conditions, factory, device,
+        if robot_log is not None:
+            replay = replay_log(robot_log, env_id, result.conditions, factory, device,
                                 overrides, seed)
     except ValueError as e:  # bad suite, condition, log, env id: one clear line, no traceback
-        raise SystemExit(f"error: {e}")
+        raise as_usage_error(e) from e
     paths = write_report(out, result, {"policy": label, "seed": seed, "episodes": episodes,
                                        "run": str(run), "env_overrides": overrides},
                          replay=replay, resamples=resamples)
@@ -227,28 +267,34 @@ def export_cmd(
     run: Annotated[Path, tyro.conf.arg(help="run directory or training checkpoint",
                                        metavar="RUN")],
     /,
-    out: Path = Path("policy.pt"),
+    out: Path | None = None,
+    format: Literal["policy", "onnx", "torchscript"] = "policy",
     note: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
 ) -> None:
     """Export a trained run's actor (weights, action std, observation normalizer) to a small
-    policy file that `rlkd play` and `rlkd eval` load like the run itself.
+    policy file that `rlkd play` and `rlkd eval` load like the run itself, or to a deployment
+    graph (ONNX / TorchScript: one input per observation group, normalizer folded in, mean
+    action in [-1, 1] out; play and eval load those too).
 
     Args:
         run: run directory (its last checkpoint) or a checkpoint file.
-        out: the policy file to write (atomically).
+        out: the file to write (atomically); default policy.pt / policy.onnx / policy.ts.
+        format: policy (rlkd policy file), onnx (needs `pip install "rlkd[deploy]"`) or
+            torchscript.
         note: a provenance line stored in the file, e.g. a command that trained it.
     """
     import datetime
 
     from rlkd.train.checkpoint import CheckpointError
-    from rlkd.train.export import export_policy
+    from rlkd.train.export import FORMATS, export
 
+    out = out if out is not None else Path("policy" + FORMATS[format])
     try:
-        path = export_policy(run, out, {
+        path = export(run, out, format, {
             "notes": list(note), "exported": datetime.datetime.now().isoformat(timespec="seconds")})
-    except CheckpointError as e:
+    except (CheckpointError, ImportError) as e:
         raise SystemExit(f"error: {e}")
-    print(f"policy: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    print(f"{format}: {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 def bench_cmd(
@@ -319,13 +365,32 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``rlkd`` console script."""
     import dataclasses
 
-    result = tyro.extras.subcommand_cli_from_dict(
-        commands(), args=sys.argv[1:] if argv is None else argv,
-        description="rlkd: robot learning by distillation (envs, agents, sim-to-real tooling)")
-    if dataclasses.is_dataclass(result):  # `rlkd train`: tyro parsed its arguments
-        from rlkd.train.cli import run_train
+    from rlkd.train.cli import UsageError
 
-        run_train(result)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        import rlkd
+
+        print(f"rlkd {rlkd.__version__}")
+        return
+    try:
+        result = tyro.extras.subcommand_cli_from_dict(
+            commands(), args=argv,
+            description="rlkd: robot learning by distillation (envs, agents, sim-to-real "
+                        "tooling); `rlkd --version` prints the version")
+        if dataclasses.is_dataclass(result):  # `rlkd train`: tyro parsed its arguments
+            from rlkd.train.cli import run_train
+
+            run_train(result, argv)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        raise
+    except SystemExit as e:
+        # Commands that exit with an "error: ..." message: the same status 2 as UsageError.
+        if isinstance(e.code, str) and e.code.startswith("error:"):
+            print(e.code, file=sys.stderr)
+            raise UsageError(e.code) from None
+        raise
 
 
 if __name__ == "__main__":

@@ -141,13 +141,20 @@ def _action_mode(env_id: str, overrides: dict) -> str:
         return "absolute"
 
 
-def load_policy(source: str | Path, device: str | torch.device = "cpu") -> LoadedPolicy:
+def load_policy(source: str | Path, device: str | torch.device = "cpu"):
     """The trained policy in ``source``: a run directory (its ``checkpoints/last.pt``), a
-    training checkpoint, an exported policy file or ``expert:<name>`` (:data:`EXPERTS`).
+    training checkpoint, an exported policy file or ``expert:<name>`` (:data:`EXPERTS`) -> a
+    :class:`LoadedPolicy`; or a deployment file of ``rlkd export --format onnx|torchscript``
+    (suffix ``.onnx``, ``.ts``, ``.torchscript``) -> a :class:`rlkd.deploy.DeployedPolicy`
+    with the same interface, its env id and overrides read from the file's metadata.
 
     Builds the actor alone from the file (no env, no agent, no critic). Raises
     :class:`~rlkd.train.checkpoint.CheckpointError` when the file is missing, corrupt, holds
     anything but tensors and plain data, or its weights do not fit its own description.
+
+    Security: rlkd checkpoints never run code from the file, and neither do ONNX files, but a
+    **TorchScript file is code** (``torch.jit.load``): it is loaded only when ``source`` names
+    such a file explicitly by its suffix, never found inside a run directory.
     """
     from rlkd.nn.policy import ACTOR_PREFIXES, ActorCritic, upgrade_state_dict
     from rlkd.train.checkpoint import load_checkpoint, resolve_checkpoint
@@ -155,6 +162,12 @@ def load_policy(source: str | Path, device: str | torch.device = "cpu") -> Loade
 
     if isinstance(source, str) and source.startswith("expert:"):
         source = expert_path(source[len("expert:"):])
+    from rlkd.deploy import DeployedPolicy, deploy_format
+
+    if deploy_format(source) is not None and not Path(source).is_dir():
+        if not Path(source).is_file():
+            raise CheckpointError(f"file not found: {source}")
+        return DeployedPolicy(source, device=device)
     path = resolve_checkpoint(source)
     if not path.exists():
         raise CheckpointError(f"file not found: {path}")
@@ -183,7 +196,8 @@ def policy_source(target: str, stand_in: str = "random", device: str = "cpu",
     """What to evaluate: ``(env_id, env_overrides, policy_factory, label)``.
 
     ``target`` is a run directory / checkpoint of ``rlkd train`` or an exported policy (its
-    env, its overrides, its policy with mean actions and frozen normalizers), ``expert:<name>``
+    env, its overrides, its policy with mean actions and frozen normalizers; an ONNX /
+    TorchScript file of ``rlkd export --format`` too, see :func:`load_policy`), ``expert:<name>``
     (a shipped expert, :data:`EXPERTS`) or an env id (no overrides, the ``stand_in``
     policy). Raises ``CheckpointError`` for a corrupt checkpoint.
     """

@@ -102,8 +102,12 @@ class AGVWarehouseBulletEnv(AGVWarehouseEnv):
                              f"{str(device)!r} (use device='cpu')")
         self._p = None  # set first, so close()/__del__ work even if construction fails below
         super().__init__(cfg, num_envs, device, seed, validate_actions)
-        import pybullet
-        from pybullet_utils.bullet_client import BulletClient
+        try:  # an optional dependency (the ~100 MB wheel is the "twin" extra)
+            import pybullet
+            from pybullet_utils.bullet_client import BulletClient
+        except ImportError as e:
+            raise ImportError(f"{type(self).__name__} (the PyBullet twin engine) needs PyBullet: "
+                              f"pip install \"rlkd[twin]\"") from e
 
         self._pb = pybullet
         self._p = BulletClient(connection_mode=pybullet.DIRECT)

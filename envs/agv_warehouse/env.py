@@ -37,7 +37,8 @@ critic      ``(8 + lidar_rays + 6 + 4 num_obstacles + 3,)``: the ``policy`` part
 ``lin_acc``, ``ang_acc``, ``action_latency`` (int64 steps), ``action_noise_std`` (action
 units), ``lidar_noise_std`` (m), ``lidar_dropout`` (probability per ray; a dropped ray reads
 maximum range in ``policy``), ``obs_noise_std``. ``PERTURBATIONS`` maps the sim-to-real
-perturbation kinds onto them.
+perturbation kinds onto them. A NaN/Inf written into one is refused at the next step or reset
+(``ValueError`` naming the param and the env ids; :class:`rlkd.core.params.ParamGuard`).
 
 **Metrics** (``info["metrics"]``, per step): ``clearance`` (closest lidar return, m, noise-free)
 and ``speed`` (ground speed after slip, m/s).
@@ -54,6 +55,7 @@ import numpy as np
 import torch
 
 from rlkd.core.env import BatchedEnv, Obs
+from rlkd.core.params import ParamGuard
 from rlkd.core.spaces import action_box, box
 from rlkd.sim.diffdrive import unicycle_step, wrap_angle
 from rlkd.sim.raycast2d import RangeTable, cast_boxes_exact, cast_circles_even
@@ -98,13 +100,7 @@ class AGVWarehouseEnv(BatchedEnv):
     def __init__(self, cfg: AGVWarehouseConfig, num_envs: int = 1, device="cpu", seed: int = 0,
                  validate_actions: bool = True):
         super().__init__(cfg, num_envs, device, seed, validate_actions)
-        c = cfg
-        if c.lidar_mode not in ("table", "exact"):
-            raise ValueError(f"lidar_mode must be 'table' or 'exact', got {c.lidar_mode!r}")
-        if c.num_goals < 1 or c.lidar_rays < 1 or c.max_episode_steps < 1:
-            raise ValueError("num_goals, lidar_rays and max_episode_steps must be >= 1")
-        if not 0.0 <= c.slip < 1.0:
-            raise ValueError(f"slip must be in [0, 1), got {c.slip}")
+        c = cfg.validate()  # every field's range (again: the config may have been edited)
         self.metadata = dict(self.metadata, render_fps=int(round(1.0 / c.dt)))
         dev = self.device
         self.world = (float(c.map_width), float(c.map_height))
@@ -142,6 +138,7 @@ class AGVWarehouseEnv(BatchedEnv):
             "lidar_noise_std": full(c.lidar_noise_std), "obs_noise_std": full(c.obs_noise_std),
             "lidar_dropout": full(c.lidar_dropout), "action_noise_std": full(c.action_noise_std),
         }
+        self._param_guard = ParamGuard(num_envs)  # NaN/Inf writes refused at the next step
         # State.
         z = lambda *s: torch.zeros(num_envs, *s, device=dev)  # noqa: E731
         self.pos, self.heading, self.lin_vel, self.ang_vel = z(2), z(), z(), z()
@@ -219,6 +216,7 @@ class AGVWarehouseEnv(BatchedEnv):
 
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         c = self.cfg
+        self._param_guard.check(self.params)
         M, C, G, K = env_ids.numel(), self.NUM_GOAL_CANDIDATES, c.num_goals, c.num_obstacles
         lay = self.layout_of_env[env_ids]
         # One draw from each env's stream covers everything this reset needs.
@@ -265,6 +263,15 @@ class AGVWarehouseEnv(BatchedEnv):
     def _state_finite(self) -> torch.Tensor:
         return torch.isfinite(self.pos).all(dim=-1) & torch.isfinite(self.heading)
 
+    def state_dict(self) -> dict[str, Any]:
+        # The latency buffer's write position is a Python int: without it a resumed run with
+        # action_latency > 0 would read other commands than the uninterrupted one.
+        return {**super().state_dict(), "buf_ptr": int(self._buf_ptr)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._buf_ptr = int(state.get("buf_ptr", 0))
+
     # ------------------------------------------------------------------ measured state
     def get_state(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """``(M, 7)``: x, y (m, world frame), heading (rad), linear (m/s) and angular (rad/s)
@@ -299,6 +306,7 @@ class AGVWarehouseEnv(BatchedEnv):
     # ------------------------------------------------------------------ step
     def _step_sim(self, actions: torch.Tensor) -> None:
         c = self.cfg
+        self._param_guard.check(self.params)  # O(1) unless a param was written
         applied = self._command(actions)
         self.prev_action = actions
         self._drive(applied)

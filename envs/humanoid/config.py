@@ -4,72 +4,91 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rlkd.core.config import integer, integers, knob, number, one_of, text, validate_fields
+
+#: Shorthand rule: a finite number >= 0 (reward weights and scales, noise levels, heights).
+NONNEG = number(lo=0)
+
 
 @dataclass
 class HumanoidMotionConfig:
     """Every knob of ``HumanoidMotion-v0``; override any field by keyword in ``rlkd.make``."""
 
     # --- reference motion
-    motion: str = "walk"
+    motion: str = knob("walk", text("comma-separated procedural kinds and/or .npz/.bvh paths"))
     """Clips to track, comma-separated: procedural kinds (``walk``, ``turn``, ``jog_in_place``,
     ``squat``, ``wave``) and/or paths to ``.npz`` / ``.bvh`` files (BVH is retargeted)."""
-    motion_mode: str = "wrap"
+    motion_mode: str = knob("wrap", one_of("wrap", "clamp"))
     """``"wrap"``: clips loop (the root carries on); ``"clamp"``: hold the last frame."""
-    future_steps: tuple[int, ...] = (1, 3, 6)
+    future_steps: tuple[int, ...] = knob((1, 3, 6), integers(lo=1))
     """Reference frames in the observation, as control steps ahead of the current time."""
+    motion_range_tolerance: float = knob(0.5, number(lo=0, allow_inf=True))
+    """Clips whose joint angles leave a joint's range (the MJCF's) by more than this, rad, are
+    refused at load (:class:`~rlkd.envs.humanoid.motions.MotionError` naming the file, joint and
+    frame); ``inf`` turns the check off."""
 
     # --- simulation
-    backend: str = "cpu"
+    backend: str = knob("cpu", one_of("cpu", "warp"))
     """``"cpu"`` (native MuJoCo on a thread pool) or ``"warp"`` (MuJoCo Warp)."""
-    num_threads: int = 0
+    num_threads: int = knob(0, integer(lo=0, note="0: every core"))
     """CPU backend threads (0 = the cores this process may use)."""
-    frame_skip: int = 6
+    frame_skip: int = knob(6, integer(lo=1))
     """Physics steps (5 ms each) per control step: 6 gives 33.3 Hz control."""
 
     # --- action
-    action_mode: str = "absolute"
+    action_mode: str = knob("absolute", one_of("absolute", "residual"))
     """``"absolute"``: actions map linearly onto each joint's range (the PD target itself; what
     a student without access to the reference must produce). ``"residual"``: PD target = the
     next reference frame's angle + ``residual_scale x action`` (the env injects the reference:
     for experts, which see it anyway; much faster to train)."""
-    residual_scale: float = 0.5
+    residual_scale: float = knob(0.5, NONNEG)
     """Largest residual around the reference in ``residual`` mode, rad."""
 
     # --- reward (DeepMimic terms plus PHC's global keypoint term: sum of w * exp(-k * error))
-    w_pose: float = 0.5
+    w_pose: float = knob(0.5, NONNEG)
     """Weight of the joint-angle (and root orientation) term."""
-    k_pose: float = 2.0
+    k_pose: float = knob(2.0, NONNEG)
     """Scale of the summed squared joint-angle error, 1/rad^2."""
-    w_vel: float = 0.1
+    w_vel: float = knob(0.1, NONNEG)
     """Weight of the joint-velocity term."""
-    k_vel: float = 0.1
+    k_vel: float = knob(0.1, NONNEG)
     """Scale of the summed squared joint-velocity error, s^2/rad^2."""
-    w_end_effector: float = 0.15
+    w_end_effector: float = knob(0.15, NONNEG)
     """Weight of the end-effector term (hands, feet, head relative to the root)."""
-    k_end_effector: float = 40.0
+    k_end_effector: float = knob(40.0, NONNEG)
     """Scale of the summed squared end-effector error, 1/m^2."""
-    w_root: float = 0.1
+    w_root: float = knob(0.1, NONNEG)
     """Weight of the root (centre-of-mass proxy) position term."""
-    k_root: float = 10.0
+    k_root: float = knob(10.0, NONNEG)
     """Scale of the squared root position error, 1/m^2."""
-    w_keypoint: float = 0.15
+    w_keypoint: float = knob(0.15, NONNEG)
     """Weight of the global keypoint term (PHC, Luo et al. 2023): the only term that sees
     world-frame drift of the whole body, which the root-relative terms above forgive."""
-    k_keypoint: float = 100.0
+    k_keypoint: float = knob(100.0, NONNEG)
     """Scale of the mean (over keypoints) squared world-frame keypoint error, 1/m^2."""
 
     # --- termination
-    fall_height: float = 0.5
+    fall_height: float = knob(0.5, NONNEG)
     """The episode ends when the pelvis drops below this height, metres (``fall``); the one fall
     threshold: :func:`rlkd.envs.humanoid.metrics.fallen` and its fall rates default to it."""
-    max_tracking_error: float = 0.5
-    """... or when the mean keypoint error exceeds this, metres."""
-    max_episode_steps: int = 300
+    max_tracking_error: float = knob(0.5, number(lo=0, lo_open=True, allow_inf=True))
+    """... or when the mean keypoint error exceeds this, metres (``inf``: never)."""
+    max_episode_steps: int = knob(300, integer(lo=1))
     """Time limit in control steps (truncation; 9 s at the default rate)."""
 
     # --- sensing (sim-to-real params)
-    obs_noise_std: float = 0.0
+    obs_noise_std: float = knob(0.0, NONNEG)
     """Gaussian noise on the ``proprio`` group but its ``prev_action`` part (the same values are
     ``policy``'s proprioceptive part; ``critic`` stays clean), param ``obs_noise_std``."""
-    action_noise_std: float = 0.0
+    action_noise_std: float = knob(0.0, NONNEG)
     """Gaussian noise on the actions before they become PD targets (param ``action_noise_std``)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "HumanoidMotionConfig":
+        """Check every field's rule (the ``knob`` next to it); raises
+        :class:`rlkd.core.config.ConfigError` (a ``ValueError``) naming the field, its value and
+        the allowed range. Returns ``self``."""
+        validate_fields(self)
+        return self

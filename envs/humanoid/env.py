@@ -85,7 +85,14 @@ from rlkd.sim.rotations import (
 
 from . import metrics
 from .config import HumanoidMotionConfig
-from .motions import PROCEDURAL, MotionLibrary, MotionState, load_motion, procedural_clip
+from .motions import (
+    JOINT_RANGE_TOLERANCE,
+    PROCEDURAL,
+    MotionLibrary,
+    MotionState,
+    load_motion,
+    procedural_clip,
+)
 from .skeleton import ASSET_PATH, END_EFFECTORS, FEET, Skeleton
 
 _SKELETON: Skeleton | None = None
@@ -98,20 +105,23 @@ def _skeleton() -> Skeleton:
     return _SKELETON
 
 
-def load_library(spec: str, skeleton: Skeleton, device, mode: str) -> MotionLibrary:
-    """A :class:`MotionLibrary` from ``spec``: comma-separated procedural kinds and/or files."""
+def load_library(spec: str, skeleton: Skeleton, device, mode: str,
+                 joint_range_tolerance: float = JOINT_RANGE_TOLERANCE) -> MotionLibrary:
+    """A :class:`MotionLibrary` from ``spec``: comma-separated procedural kinds and/or files
+    (a clip further than ``joint_range_tolerance`` rad outside a joint range is refused)."""
     clips = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         if item in PROCEDURAL:
             clips.append(procedural_clip(item, skeleton))
         elif Path(item).suffix.lower() in (".npz", ".bvh"):
-            clips.append(load_motion(item, skeleton))
+            clips.append(load_motion(item, skeleton, joint_range_tolerance=joint_range_tolerance))
         else:
             raise ValueError(f"motion {item!r} is neither a procedural kind {list(PROCEDURAL)} "
                              f"nor a .npz/.bvh file")
     if not clips:
         raise ValueError("motion is empty: name at least one clip")
-    return MotionLibrary(clips, skeleton, device=device, mode=mode)
+    return MotionLibrary(clips, skeleton, device=device, mode=mode,
+                         joint_range_tolerance=joint_range_tolerance)
 
 
 def _observation_parts(nd: int, n_ee: int, future_steps) -> dict[str, list[tuple[str, int]]]:
@@ -153,16 +163,13 @@ class HumanoidMotionEnv(BatchedEnv):
         from rlkd.sim.mujoco import MujocoBatch
 
         super().__init__(cfg, num_envs, device, seed, validate_actions)
-        c = cfg
-        if c.frame_skip < 1 or not c.future_steps or min(c.future_steps) < 1:
-            raise ValueError("frame_skip must be >= 1 and future_steps positive step offsets")
-        if c.action_mode not in ("absolute", "residual"):
-            raise ValueError(f"action_mode must be 'absolute' or 'residual', got {c.action_mode!r}")
+        c = cfg.validate()  # every field's range (again: the config may have been edited)
         self.skeleton = sk = _skeleton()
         self.sim = MujocoBatch(ASSET_PATH, num_envs, backend=c.backend, device=self.device,
                                num_threads=c.num_threads or None, nstep=c.frame_skip,
                                fields=("xpos", "xquat", "cfrc_ext"))
-        self.motions = load_library(c.motion, sk, self.device, c.motion_mode)
+        self.motions = load_library(c.motion, sk, self.device, c.motion_mode,
+                                    c.motion_range_tolerance)
         self.dt = float(self.sim.model.opt.timestep) * c.frame_skip
         self.metadata = dict(self.metadata, render_fps=int(round(1.0 / self.dt)))
         dev, nd = self.device, sk.num_dofs

@@ -149,8 +149,11 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
         obs_groups: as in :class:`GymnasiumEnv`.
         stats_key: info key of the finished episodes' statistics (``"episode"``); ``None`` leaves
             it out (needed under ``gymnasium.wrappers.vector.RecordEpisodeStatistics``, which
-            refuses to overwrite an existing ``episode`` key).
+            refuses to overwrite an existing ``episode`` key). ``gymnasium.make_vec`` defaults
+            to ``None`` (:func:`make_vector`); ``final_info["episode"]`` is always there.
         render_envs: how many envs ``render()`` tiles (the first ``min(N, render_envs)``).
+        autoreset_mode: ``AutoresetMode.SAME_STEP`` (or ``"SameStep"``), the only mode offered;
+            any other raises ``ValueError`` saying why (see below).
 
     Batched data (numpy): obs ``(N, *shape)`` float32 (or a dict of them), rewards ``(N,)``
     float64, terminations / truncations ``(N,)`` bool; actions ``(N, act_dim)``.
@@ -165,10 +168,24 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
       ``_final_info`` mask;
     * ``episode`` (``stats_key``): ``r`` float64, ``l`` int64 and the task's flags (``success``,
       ``collision``, ``timeout``: bool), ``(N,)`` arrays, 0 where not done, with ``_episode`` mask;
-    * ``reward_terms``: name -> ``(N,)`` float32 (with all-True ``_name`` masks, gymnasium style).
+    * ``reward_terms``: name -> ``(N,)`` float32 (with all-True ``_name`` masks, gymnasium style);
+    * ``sim_unstable``: ``(N,)`` bool, the envs reset this step because their simulation
+      diverged (all-True ``_sim_unstable`` mask).
 
     ``final_*`` and ``episode`` keys are present only on steps where some env ended.
     ``reset(seed=s)`` takes one int: the batch's per-env random streams derive from it.
+
+    Why not NEXT_STEP: the BatchedEnv advances every env in one call and resets finished ones
+    inside it; NEXT_STEP would need finished envs to sit out the next step (return the reset
+    obs, reward 0, ignore the action), which one batched step cannot do without stepping them
+    anyway. gymnasium wrappers and SAME_STEP (gymnasium 1.x, checked by
+    ``tests/test_gymnasium_fit.py``): ``RecordEpisodeStatistics``, ``NormalizeReward``,
+    ``ClipAction`` / ``RescaleAction`` and ``RecordVideo`` work (``RecordVideo`` warns that
+    clips lack each episode's last frame); every ``VectorObservationWrapper``
+    (``NormalizeObservation``, ``TransformObservation``, ``FlattenObservation``, ...) refuses
+    SAME_STEP with a ``ValueError``: normalize observations in the agent instead (rlkd's PPO
+    does), or use ``gymnasium.make_vec(..., vectorization_mode="sync", vector_kwargs=
+    {"autoreset_mode": AutoresetMode.NEXT_STEP})`` over single envs (slower: one env per step).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10,
@@ -176,10 +193,12 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
 
     def __init__(self, env, render_mode: str | None = None,
                  obs_groups: str | Sequence[str] | None = None, stats_key: str | None = "episode",
-                 render_envs: int = 16):
+                 render_envs: int = 16,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of "
                              f"{self.metadata['render_modes']}, got {render_mode!r}")
+        _check_autoreset_mode(autoreset_mode)
         self.env = env
         self.num_envs = env.num_envs
         self.render_mode = render_mode
@@ -218,6 +237,10 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
             terms[k], terms["_" + k] = to_numpy(v, np.float32), np.ones(n, dtype=bool)
         if terms:
             infos["reward_terms"], infos["_reward_terms"] = terms, np.ones(n, dtype=bool)
+        unstable = np.zeros(n, dtype=bool)
+        if "sim_unstable_ids" in info:
+            unstable[to_numpy(info["sim_unstable_ids"])] = True
+        infos["sim_unstable"], infos["_sim_unstable"] = unstable, np.ones(n, dtype=bool)
         if "episode" in info:
             ep = info["episode"]
             ids = to_numpy(ep["env_ids"])
@@ -261,6 +284,20 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
         self.env.close()
 
 
+def _check_autoreset_mode(mode: AutoresetMode | str) -> None:
+    try:
+        mode = AutoresetMode(mode)
+    except ValueError:
+        raise ValueError(f"autoreset_mode must be an AutoresetMode, got {mode!r}") from None
+    if mode != AutoresetMode.SAME_STEP:
+        raise ValueError(
+            f"autoreset_mode={mode} is not offered: rlkd's batched envs reset finished envs in "
+            f"the same step (AutoresetMode.SAME_STEP); NEXT_STEP would need them to skip a "
+            f"batched step. Use gymnasium.make_vec(..., vectorization_mode='sync', vector_kwargs="
+            f"{{'autoreset_mode': AutoresetMode.NEXT_STEP}}) for NEXT_STEP over single envs "
+            f"(see GymnasiumVectorEnv's docstring for the wrappers that need it)")
+
+
 def make_single(env_id: str, render_mode: str | None = None, seed: int = 0, device: str = "cpu",
                 obs_groups: str | Sequence[str] | None = None, **overrides: Any) -> GymnasiumEnv:
     """``gymnasium.make("rlkd/<id>")`` entry point: ``rlkd.make(env_id, num_envs=1, ...)`` wrapped
@@ -273,13 +310,23 @@ def make_single(env_id: str, render_mode: str | None = None, seed: int = 0, devi
 
 def make_vector(env_id: str, num_envs: int = 1, render_mode: str | None = None, seed: int = 0,
                 device: str = "cpu", obs_groups: str | Sequence[str] | None = None,
-                stats_key: str | None = "episode", **overrides: Any) -> GymnasiumVectorEnv:
-    """``gymnasium.make_vec("rlkd/<id>", num_envs=N)`` entry point (``vector_entry_point``)."""
+                stats_key: str | None = None,
+                autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+                **overrides: Any) -> GymnasiumVectorEnv:
+    """``gymnasium.make_vec("rlkd/<id>", num_envs=N)`` entry point (``vector_entry_point``).
+
+    ``stats_key`` defaults to ``None`` here (not ``"episode"`` as in
+    :class:`GymnasiumVectorEnv`), so ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` works
+    with its defaults: it writes ``infos["episode"]`` itself (same returns and lengths as ours);
+    our statistics with the task's flags stay in ``infos["final_info"]["episode"]``.
+    ``max_episode_steps`` (gymnasium passes the registered default) is the task's config field.
+    """
     from rlkd.core.registry import make
 
+    _check_autoreset_mode(autoreset_mode)  # before building the env: fail fast
     env = make(env_id, num_envs=num_envs, device=device, seed=seed, **overrides)
     return GymnasiumVectorEnv(env, render_mode=render_mode, obs_groups=obs_groups,
-                              stats_key=stats_key)
+                              stats_key=stats_key, autoreset_mode=autoreset_mode)
 
 
 # gymnasium.make reads the render modes of the entry point from its ``metadata`` attribute.

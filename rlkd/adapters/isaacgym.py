@@ -100,7 +100,8 @@ class IsaacGymVecTask:
         self.rew_buf.copy_(reward)
         self.reset_buf.copy_(terminated | truncated)
         self.timeout_buf.copy_(truncated)
-        self.extras = {"time_outs": truncated}
+        # sim_unstable: envs reset this step because their simulation diverged (a count).
+        self.extras = {"time_outs": truncated, "sim_unstable": info["sim_unstable"]}
         if "episode" in info:
             ep = info["episode"]
             self.extras["episode"] = {k: v.float() for k, v in ep.items() if k != "env_ids"}

@@ -41,7 +41,8 @@ class SB3VecEnv(VecEnv):
     ended get ``terminal_observation`` (their last obs, numpy ``shape``), ``TimeLimit.truncated``
     (time limit, not a terminal state), ``episode`` ``{"r", "l"}`` (Monitor convention, so
     ``model.ep_info_buffer`` fills without a Monitor wrapper) and ``is_success`` when the task
-    reports ``success`` (SB3 logs it as ``rollout/success_rate``). Envs autoreset in ``step``;
+    reports ``success`` (SB3 logs it as ``rollout/success_rate``); an env whose simulation
+    diverged this step (and was reset) gets ``sim_unstable: True``. Envs autoreset in ``step``;
     the returned obs of a done env is the first obs of its next episode, as SB3 expects.
 
     Seeding: ``seed(s)`` applies at the next ``reset()``; the batch takes one seed (``s``) from
@@ -98,6 +99,9 @@ class SB3VecEnv(VecEnv):
                 d["episode"] = {"r": float(ret[k]), "l": int(length[k])}
                 if success is not None:
                     d["is_success"] = bool(success[k])
+        if "sim_unstable_ids" in info:  # diverged envs (reset by the env's NaN guard)
+            for i in to_numpy(info["sim_unstable_ids"]).tolist():
+                infos[i]["sim_unstable"] = True
         return (to_numpy(obs[self.group], self.observation_space.dtype),
                 to_numpy(reward, np.float32), dones, infos)
 

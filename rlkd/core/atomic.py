@@ -1,4 +1,10 @@
-"""Atomic file writes: a crash leaves the old file or the new one, never a partial file."""
+"""Atomic file writes: a crash leaves the old file or the new one, never a partial file.
+
+The data goes to a temporary file next to the target, named ``.<target name>.tmp-<random><suffix>``
+(:data:`TEMP_TAG`), which is renamed onto the target. A process killed mid-write (``kill -9``,
+a lost node) leaves that temp file behind; :func:`is_temp_file` recognises such orphans so a
+resumed run can delete them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,18 @@ from pathlib import Path
 from typing import IO
 
 
+#: Part of every temp file name this module creates (after the target's name): what
+#: :func:`is_temp_file` looks for.
+TEMP_TAG = ".tmp-"
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s name is one of this module's temp files (``.<name>.tmp-<random>...``),
+    or one of the ``.<name>.<random>.tmp`` files earlier rlkd versions wrote."""
+    name = Path(path).name
+    return name.startswith(".") and (TEMP_TAG in name or name.endswith(".tmp"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
@@ -19,7 +37,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_TAG}", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

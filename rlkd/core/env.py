@@ -23,12 +23,13 @@ they act on; see :mod:`rlkd.sim2real.suites`).
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
+from rlkd.core.device import normalize_device
 from rlkd.core.rng import BatchRNG
 
 Obs = dict[str, torch.Tensor]
@@ -80,9 +81,9 @@ class BatchedEnv(abc.ABC):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         self.cfg = cfg
         self.num_envs = num_envs
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        # Canonical form ("cpu:0" -> cpu, "cuda" -> cuda:<current>): the action-device check in
+        # step() compares against the device tensors report, which is always this form.
+        self.device = normalize_device(device)
         self.validate_actions = validate_actions
         self.rng = BatchRNG(num_envs, seed, self.device)
         self.params: dict[str, torch.Tensor] = {}
@@ -91,6 +92,10 @@ class BatchedEnv(abc.ABC):
         self._episode_return = torch.zeros(num_envs, dtype=torch.float32, device=self.device)
         self._obs: Obs | None = None
         self._all_ids = torch.arange(num_envs, device=self.device)
+        #: ``fn(env, env_ids)`` called before every ``_reset_idx`` (in :meth:`reset` and the
+        #: autoreset of :meth:`step`): domain randomisation writes the reset envs' ``params``
+        #: here (:mod:`rlkd.sim2real.randomize`), so a new episode starts under its new values.
+        self.reset_hooks: list[Callable[[BatchedEnv, torch.Tensor], None]] = []
 
     # ------------------------------------------------------------------ hooks for subclasses
     @abc.abstractmethod
@@ -171,6 +176,8 @@ class BatchedEnv(abc.ABC):
         """
         if seed is not None:
             self.rng.reseed(seed)
+        for hook in self.reset_hooks:
+            hook(self, self._all_ids)
         self._reset_idx(self._all_ids)
         self.episode_length_buf.zero_()
         self._episode_return.zero_()
@@ -190,8 +197,9 @@ class BatchedEnv(abc.ABC):
             ``info`` holds ``final_obs`` (dict of rows for the envs that ended, which were reset in
             this call), ``final_mask`` (N,) bool, ``episode`` (finished episodes' ``return``,
             ``length``, flags such as ``success``, and ``env_ids``), ``reward_terms``,
-            ``sim_unstable`` (number of envs reset because their state diverged) and, for tasks
-            that define them, ``metrics`` (per-env diagnostics of this step).
+            ``sim_unstable`` (number of envs reset because their state diverged; when non-zero
+            also ``sim_unstable_ids``, their indices) and, for tasks that define them,
+            ``metrics`` (per-env diagnostics of this step).
         """
         if self._obs is None:
             raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
@@ -229,6 +237,8 @@ class BatchedEnv(abc.ABC):
         done = terminated | truncated
         info: dict[str, Any] = {"reward_terms": terms, "sim_unstable": n_unstable,
                                 "final_mask": done}
+        if n_unstable:  # which envs, for per-env consumers (sim2real reports, SB3 infos)
+            info["sim_unstable_ids"] = unstable.nonzero().squeeze(-1)
         if metrics:
             info["metrics"] = metrics
         done_ids = done.nonzero().squeeze(-1)
@@ -241,6 +251,8 @@ class BatchedEnv(abc.ABC):
                 episode[name] = flag[done_ids]
             episode["timeout"] = truncated[done_ids]
             info["episode"] = episode
+            for hook in self.reset_hooks:
+                hook(self, done_ids)
             self._reset_idx(done_ids)
             self.episode_length_buf[done_ids] = 0
             self._episode_return[done_ids] = 0.0

@@ -97,7 +97,26 @@ def _run_loaders() -> None:
             raise
 
 
+def _default_episode_steps(env_id: str) -> int | None:
+    """The task's default ``max_episode_steps`` (its config, presets applied), if it has one."""
+    try:
+        steps = getattr(_REGISTRY[env_id].default_config(), "max_episode_steps", None)
+    except Exception:  # a config that cannot be built here is reported by rlkd.make, not here
+        return None
+    return int(steps) if isinstance(steps, int) and steps > 0 else None
+
+
 def _register_gymnasium(env_id: str) -> None:
+    """Register ``rlkd/<env_id>`` in gymnasium (single and vector entry points).
+
+    ``max_episode_steps`` is the task's own default, so ``spec.max_episode_steps`` is right and
+    gymnasium's ``TimeLimit`` (added by ``gymnasium.make``) fires on the very step the task
+    truncates itself, never earlier. ``gymnasium.make_vec`` passes it to the vector entry point
+    as the task's config field of the same name (``make_vec(..., max_episode_steps=T)``
+    changes the task's limit); ``gymnasium.make(..., max_episode_steps=T)`` only sets the
+    ``TimeLimit`` (gymnasium consumes the keyword): below the default it truncates first, above
+    it the task still ends episodes at its default (see README, "gymnasium").
+    """
     import gymnasium
 
     gym_id = f"{NAMESPACE}/{env_id}"
@@ -108,6 +127,7 @@ def _register_gymnasium(env_id: str) -> None:
         entry_point="rlkd.adapters.gymnasium_env:make_single",
         vector_entry_point="rlkd.adapters.gymnasium_env:make_vector",
         kwargs={"env_id": env_id},
+        max_episode_steps=_default_episode_steps(env_id),
         disable_env_checker=False,
     )
 

@@ -30,7 +30,8 @@ class Episodes:
             (``success``, ``collision``, ``timeout``, ... as 0/1), ``action_jerk`` (mean
             ``||a_t - 2 a_{t-1} + a_{t-2}||`` over the episode, action units per step^2), and
             for each of the task's ``info["metrics"]`` its per-episode ``<name>_mean``,
-            ``<name>_min`` and ``<name>_max``.
+            ``<name>_min`` and ``<name>_max``; ``sim_unstable`` (1 when the simulation diverged
+            and the episode was ended by the env's NaN guard, else 0).
         traces: ``(T, N, S)`` float32 measured states before each step (``get_state``) of the
             traced envs, NaN after their episode ended; ``None`` unless traced.
         trace_ids: rows of ``traces`` -> env index.
@@ -74,6 +75,7 @@ def run_first_episodes(env: BatchedEnv, policy: Policy, seed: int,
     mmin: dict[str, torch.Tensor] = {}
     mmax: dict[str, torch.Tensor] = {}
     steps_in = torch.zeros(N, dtype=torch.float64, device=dev)
+    unstable = torch.zeros(N, dtype=torch.float64, device=dev)
     traces = []
     t = 0
     with torch.no_grad():
@@ -100,6 +102,9 @@ def run_first_episodes(env: BatchedEnv, policy: Policy, seed: int,
                 msum[name] += torch.where(active, m, torch.zeros_like(m))
                 mmin[name] = torch.where(active, torch.minimum(mmin[name], m), mmin[name])
                 mmax[name] = torch.where(active, torch.maximum(mmax[name], m), mmax[name])
+            bad = info.get("sim_unstable_ids")
+            if bad is not None:  # diverged in its first episode (which thereby ended)
+                unstable[bad] = torch.maximum(unstable[bad], active[bad].double())
             ep = info.get("episode")
             if ep is not None:
                 ids = ep["env_ids"]
@@ -118,6 +123,7 @@ def run_first_episodes(env: BatchedEnv, policy: Policy, seed: int,
         values = {"return": np.full(N, np.nan), "length": np.full(N, np.nan)}
     # Jerk needs 3 actions: episodes shorter than that have none.
     n_jerk = (steps_in - 2).clamp_min(0)
+    values["sim_unstable"] = unstable.cpu().numpy()
     values["action_jerk"] = torch.where(n_jerk > 0, jerk / n_jerk.clamp_min(1),
                                         torch.full_like(jerk, float("nan"))).cpu().numpy()
     for name in msum:

@@ -227,6 +227,33 @@ def _xy(states: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     return states[..., cols] if len(cols) == 2 else states
 
 
+def check_log(log: RobotLog, env_id: str, device: str = "cpu",
+              env_overrides: dict[str, Any] | None = None, seed: int = 0) -> BatchedEnv:
+    """Check that ``log`` can be replayed in ``env_id`` (its ``env_overrides`` are keys and
+    values of that env's config, its state names, control period and action width match) and
+    return a one-env probe of the log's world; :class:`LogError` naming the file and field
+    otherwise. Cheap: run it before a long evaluation, so a bad log fails first."""
+    overrides = {**(env_overrides or {}), **log.env_overrides}
+    try:
+        probe = rlkd.make(env_id, num_envs=1, device=device, seed=seed, **overrides)
+    except (KeyError, TypeError) as e:  # an unknown config key or a value of the wrong type
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        bad = {k: v for k, v in log.env_overrides.items() if repr(k) in str(msg)}
+        raise LogError(f"{log.path}: field 'env_overrides' {bad or log.env_overrides} does not "
+                       f"fit {env_id}: {msg}") from None
+    if tuple(probe.STATE_NAMES) != log.state_names:
+        raise LogError(f"{log.path}: field 'state_names' is {list(log.state_names)}, but "
+                       f"{env_id} measures {list(probe.STATE_NAMES)}")
+    env_dt = float(getattr(probe.cfg, "dt", log.dt))
+    if log.steps > 1 and abs(log.dt - env_dt) > 0.1 * env_dt:
+        raise LogError(f"{log.path}: field 'timestamps' gives a control period of {log.dt:.4g} s, "
+                       f"but {env_id} steps {env_dt:.4g} s")
+    if log.actions.shape[1] != probe.act_dim:
+        raise LogError(f"{log.path}: field 'actions' has {log.actions.shape[1]} columns, "
+                       f"{env_id} takes {probe.act_dim}")
+    return probe
+
+
 def replay_log(log: RobotLog, env_id: str, conditions: list[Condition],
                policy_factory: PolicyFactory | None = None, device: str = "cpu",
                env_overrides: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
@@ -239,17 +266,8 @@ def replay_log(log: RobotLog, env_id: str, conditions: list[Condition],
     horizon; and, with a policy, the closed-loop comparison (see the module docstring).
     """
     overrides = {**(env_overrides or {}), **log.env_overrides}
-    probe = rlkd.make(env_id, num_envs=1, device=device, seed=seed, **overrides)
-    if tuple(probe.STATE_NAMES) != log.state_names:
-        raise LogError(f"{log.path}: field 'state_names' is {list(log.state_names)}, but "
-                       f"{env_id} measures {list(probe.STATE_NAMES)}")
+    probe = check_log(log, env_id, device, env_overrides, seed)
     env_dt = float(getattr(probe.cfg, "dt", log.dt))
-    if log.steps > 1 and abs(log.dt - env_dt) > 0.1 * env_dt:
-        raise LogError(f"{log.path}: field 'timestamps' gives a control period of {log.dt:.4g} s, "
-                       f"but {env_id} steps {env_dt:.4g} s")
-    if log.actions.shape[1] != probe.act_dim:
-        raise LogError(f"{log.path}: field 'actions' has {log.actions.shape[1]} columns, "
-                       f"{env_id} takes {probe.act_dim}")
     conds = [c for c in conditions if c.applicable(probe) is None]
     probe.close()
     T, C = log.steps, len(conds)

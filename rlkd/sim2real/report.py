@@ -42,7 +42,11 @@ def summarize(result: SuiteResult, resamples: int = 2000) -> dict[str, Any]:
     for cond in result.conditions:
         vals = result.per_condition[cond.name]
         entry = {**cond.to_dict(),
-                 "metrics": {m: bootstrap_mean(vals[m], resamples) for m in all_names}}
+                 "metrics": {m: bootstrap_mean(vals[m], resamples) for m in all_names},
+                 # Episodes ended by the env's NaN guard: a policy or condition that blows up
+                 # the physics must not pass as merely "unsuccessful".
+                 "sim_unstable": int(np.nansum(vals["sim_unstable"]))
+                 if "sim_unstable" in vals else 0}
         if cond.name != "nominal":
             entry["gap"] = {m: bootstrap_gap(vals[m], nominal[m], result.paired, resamples)
                             for m in all_names}
@@ -132,6 +136,9 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             row.append(_fmt(m, c["metrics"][m]))
             row.append(_fmt_gap(m, c["gap"][m]) if "gap" in c else "")
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Simulation diverged (episodes ended by the NaN guard, `sim_unstable`): "
+              + ", ".join(f"{c['name']} {c.get('sim_unstable', 0)}"
+                          for c in summary["conditions"]) + "."]
     if summary["skipped"]:
         lines += ["", "Not applicable to this task: " + "; ".join(
             f"`{k}` ({v})" for k, v in summary["skipped"].items())]

@@ -23,6 +23,38 @@ Overrides are key=value pairs parsed as YAML (numbers, booleans, lists): --set f
 config, --<section> for each of the agent's config sections (--ppo, --intrinsic, ...)."""
 
 
+class UsageError(SystemExit):
+    """A user mistake on the command line (a bad flag value, an unknown env id or config key, a
+    corrupt checkpoint, a run directory in the way): :func:`rlkd.cli.main` prints
+    ``error: <message>`` on stderr and exits with status 2, without a traceback. ``str()`` is
+    the message. Set ``RLKD_DEBUG=1`` to get the original exception's traceback instead."""
+
+    def __init__(self, message: str):
+        message = " ".join(str(message).split())  # one line, whatever the source wrote
+        super().__init__(message if message.startswith("error:") else f"error: {message}")
+        self.code = 2  # argparse's status for usage errors; the message stays in args[0]
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that, raised while a command is being set up (parsing, building the env
+    and the agent, loading a checkpoint), are the user's mistake; later they are bugs."""
+    from rlkd.train.checkpoint import CheckpointError
+    from rlkd.train.logger import MissingPackageError
+
+    return (KeyError, TypeError, ValueError, CheckpointError, MissingPackageError)
+
+
+def as_usage_error(exc: BaseException) -> BaseException:
+    """``exc`` as a :class:`UsageError` (its message alone: a KeyError's quotes dropped), or
+    ``exc`` itself under ``RLKD_DEBUG=1``."""
+    import os
+
+    if os.environ.get("RLKD_DEBUG"):
+        return exc
+    msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    return UsageError(str(msg))
+
+
 def parse_overrides(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
     """``("a=1", "b=[2, 3]") -> {"a": 1, "b": [2, 3]}``; a malformed pair exits with one line."""
     import yaml
@@ -31,7 +63,7 @@ def parse_overrides(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
     for item in pairs:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: {flag} expects key=value, got {item!r}")
+            raise UsageError(f"{flag} expects key=value, got {item!r}")
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str):  # YAML 1.1 leaves "1e-5" a string; on a CLI it is a number
             try:
@@ -126,7 +158,7 @@ def config_from_args(args) -> TrainConfig:
             for section in all_sections():
                 pairs = getattr(args, section)
                 if pairs and section not in own:
-                    raise SystemExit(f"error: agent {args.agent!r} has no --{section} section "
+                    raise UsageError(f"agent {args.agent!r} has no --{section} section "
                                      f"(its sections: {', '.join(own) or 'none'})")
                 if pairs:
                     cfg[section] = parse_overrides(pairs, f"--{section}")
@@ -139,17 +171,54 @@ def config_from_args(args) -> TrainConfig:
         values["steps"] = TrainConfig.steps
     values["out"] = str(values["out"] or f"runs/{args.env}_{args.agent}_s{args.seed}")
     values["init_from"] = None if values["init_from"] is None else str(values["init_from"])
+    if values["randomize"] is not None:  # a bad suite or range fails here, in one line
+        from rlkd.sim2real.randomize import parse_randomize
+
+        try:
+            parse_randomize(values["randomize"], values["randomize_mode"])
+        except ValueError as e:
+            raise SystemExit(f"error: --randomize: {e}")
     return TrainConfig(**values)
 
 
-def run_train(args) -> None:
-    """Run ``rlkd train`` for parsed arguments (a new run, or ``--resume``)."""
+def resume_ignored_flags(args, argv: list[str] | None = None) -> list[str]:
+    """The flags of a ``--resume`` command line other than ``--steps``: the run's own config
+    decides everything else, so they would be ignored. Found both in ``argv`` (flags typed,
+    even with their default value) and as values differing from their defaults (the
+    positional ENV)."""
+    typed = {}
+    for tok in argv or ():
+        if tok.startswith("--"):
+            flag = tok.split("=", 1)[0]
+            name = flag[2:].removeprefix("no-").replace("-", "_")
+            typed.setdefault(name, flag)
+    found = dict(typed)
+    for f in dataclasses.fields(args):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if getattr(args, f.name) != default and f.name not in found:
+            found[f.name] = "ENV" if f.name == "env" else f"--{f.name.replace('_', '-')}"
+    return [flag for name, flag in found.items() if name not in ("resume", "steps")]
+
+
+def run_train(args, argv: list[str] | None = None) -> None:
+    """Run ``rlkd train`` for parsed arguments (a new run, or ``--resume``); ``argv`` (the
+    command line) lets ``--resume`` name the flags it would ignore. User mistakes found while
+    setting up raise :class:`UsageError`."""
     from rlkd.train.runner import OnPolicyRunner
 
-    if args.resume is not None:
-        runner = OnPolicyRunner.resume(args.resume, steps=args.steps)
-    else:
-        runner = OnPolicyRunner(config_from_args(args))
+    try:
+        if args.resume is not None:
+            ignored = resume_ignored_flags(args, argv)
+            if ignored:
+                raise UsageError(
+                    f"--resume continues {args.resume} with its own config; only --steps may "
+                    f"be given, these would be ignored: {', '.join(ignored)} (a fresh run with "
+                    f"other settings: --out NEW_DIR, or --out {args.resume} --overwrite)")
+            runner = OnPolicyRunner.resume(args.resume, steps=args.steps, require_progress=True)
+        else:
+            runner = OnPolicyRunner(config_from_args(args))
+    except user_errors() as e:
+        raise as_usage_error(e) from e
     try:
         last = runner.learn()
     finally:
@@ -160,10 +229,16 @@ def run_train(args) -> None:
     if runner.dist.is_main:
         from rich.console import Console
 
-        Console().print(f"[bold]done[/]: {runner.env_steps:,} env steps, success "
-                        f"{100 * last.get('charts/success_rate', float('nan')):.1f}%, return "
-                        f"{last.get('charts/episodic_return', float('nan')):+.3f}; run dir "
-                        f"{runner.run_dir}")
+        import math
+
+        # Window means; NaN until an episode has finished (or for a task without success).
+        succ = last.get("charts/success_rate", float("nan"))
+        ret = last.get("charts/episodic_return", float("nan"))
+        parts = [f"{runner.env_steps:,} env steps"]
+        parts += [f"success {100 * succ:.1f}%"] if math.isfinite(succ) else []
+        parts += [f"return {ret:+.3f}"] if math.isfinite(ret) else ["no episode finished yet"]
+        Console().print(f"[bold]done[/]: {', '.join(parts)}; run dir {runner.run_dir}",
+                        markup=True, highlight=False)
 
 
 def describe_agents() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -33,7 +33,17 @@ class TrainConfig:
     video_steps: int = 300
     """Control steps of that rollout."""
     progress: bool = True
-    """Show the progress bar."""
+    """Show progress: a start header, then a progress bar on a terminal, or one progress line
+    every ``log_interval_s`` when stdout is a file, a pipe, CI or a SLURM log."""
+    log_interval_s: float = 30.0
+    """Seconds between progress lines when stdout is not a terminal."""
+    wandb: bool = False
+    """Also log scalars and the config to Weights & Biases (needs ``pip install wandb``; project
+    ``$WANDB_PROJECT`` or ``rlkd``, run named after the run directory)."""
+    overwrite: bool = False
+    """Start over in an existing run directory: its checkpoints, config, metrics, event files
+    and videos are deleted first. Without it a fresh run there is refused (continue it with
+    ``--resume``)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """Env config overrides (``--set key=value``)."""
     agent_cfg: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -43,6 +53,15 @@ class TrainConfig:
     """Checkpoint or run directory whose actor-critic weights and observation normalizers start
     this run (fine-tuning, e.g. after a reward change). The optimizer, learning rate, env state
     and step counters start fresh; observation shapes must match."""
+    randomize: str | None = None
+    """Domain randomisation at every reset, from the perturbation kinds of ``rlkd eval
+    sim2real``: a suite name (``default``, ``dynamics``, ...) or suite YAML file (as ``--suite``),
+    a YAML file of ``ranges: {kind: [low, high]}``, or inline ``kind=low:high,...``
+    (``rlkd.sim2real.randomize``). The resolved ranges are saved in config.yaml."""
+    randomize_mode: Literal["ranges", "conditions"] = "ranges"
+    """How ``randomize`` draws per env: ``ranges`` (each kind uniform between nominal and the
+    suite's most extreme value, all kinds at once) or ``conditions`` (one of the suite's
+    conditions, uniformly)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,6 +5,9 @@ normalizer), with its train config and a provenance record.
 ``rlkd play`` and ``rlkd eval``), at a fraction of a training checkpoint's size: no critic, no
 optimizer state, no env state. They cannot be resumed or fine-tuned from (``--init-from`` needs
 the critic too).
+
+:func:`export` also writes deployment graphs (``format="onnx"`` / ``"torchscript"``,
+:mod:`rlkd.deploy`): the same actor, normalizer folded in, for runtimes without rlkd.
 """
 
 from __future__ import annotations
@@ -47,3 +50,31 @@ def export_policy(run_or_ckpt: str | Path, out: str | Path,
                "obs_spaces": ck.get("obs_spaces"), "obs_specs": ck.get("obs_specs"),
                "source": str(path), "provenance": dict(provenance or {})}
     return save_checkpoint(out, payload)
+
+
+#: ``rlkd export --format`` choices -> default output suffix.
+FORMATS = {"policy": ".pt", "onnx": ".onnx", "torchscript": ".ts"}
+
+
+def export(source: str | Path, out: str | Path, format: str = "policy",
+           provenance: dict[str, Any] | None = None) -> Path:
+    """Export the actor of ``source`` to ``out`` as ``format``:
+
+    * ``"policy"``: an rlkd policy file (:func:`export_policy`; ``source`` is a run or a
+      training checkpoint);
+    * ``"onnx"`` / ``"torchscript"``: a deployment graph (:mod:`rlkd.deploy`) built from
+      :func:`rlkd.policies.load_policy` (``source``: a run, a checkpoint, a policy file or
+      ``expert:<name>``), checked against torch before it is written.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: choose one of {sorted(FORMATS)}")
+    if format == "policy":
+        return export_policy(source, out, provenance)
+    from rlkd import deploy
+    from rlkd.policies import LoadedPolicy, load_policy
+
+    policy = load_policy(source if str(source).startswith("expert:") else Path(source))
+    if not isinstance(policy, LoadedPolicy):
+        raise CheckpointError(f"{source} is already a deployment file; export its run instead")
+    writer = deploy.export_onnx if format == "onnx" else deploy.export_torchscript
+    return writer(policy, out, provenance)

@@ -31,13 +31,18 @@ import torch
 import yaml
 
 from rlkd.core.atomic import atomic_write
+from rlkd.core.config import config_to_dict
+from rlkd.core.device import normalize_device
+from rlkd.core.provenance import git_commit
 from rlkd.train.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, \
     save_checkpoint
 from rlkd.core.distributed import allreduce_mean, broadcast_module_, init_distributed, \
     is_distributed
 from rlkd.nn.encoders import group_specs
 from rlkd.train.config import TrainConfig
-from rlkd.train.logger import TrainLogger
+from rlkd.train.logger import TrainLogger, require_wandb
+from rlkd.train.rundir import RunDirError, check_fresh_run_dir, package_versions, \
+    tidy_for_resume
 
 
 def write_yaml_atomic(path: Path, data: dict[str, Any]) -> Path:
@@ -46,11 +51,17 @@ def write_yaml_atomic(path: Path, data: dict[str, Any]) -> Path:
 
 
 def _to_plain(x):
-    if isinstance(x, tuple):
+    """``x`` with tuples as lists and anything YAML cannot write (numpy scalars, paths, ...)
+    as a plain value or its ``str``, so ``yaml.safe_dump`` takes it."""
+    if isinstance(x, (tuple, list)):
         return [_to_plain(v) for v in x]
     if isinstance(x, dict):
-        return {k: _to_plain(v) for k, v in x.items()}
-    return x
+        return {str(k): _to_plain(v) for k, v in x.items()}
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
+    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:  # numpy / torch scalars
+        return x.item()
+    return str(x)
 
 
 def build_env_and_agent(cfg: TrainConfig, seed: int, device: str, num_envs: int | None = None):
@@ -145,9 +156,23 @@ class OnPolicyRunner:
         self.dist, device = init_distributed(cfg.device)
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
-        self.device = device
+        if resume_state is None:  # before anything is built or written: a refusal costs nothing
+            # Every rank checks (the ranks' first collective, below, comes before rank 0 writes
+            # config.yaml, so none sees this run's own files); only rank 0 deletes.
+            if self.dist.is_main or not cfg.overwrite:
+                check_fresh_run_dir(self.run_dir, cfg.overwrite)
+        if cfg.wandb and self.dist.is_main:
+            require_wandb()
+        # One canonical device for env, agent and video ("cpu:0" -> cpu, "cuda" -> cuda:<i>),
+        # so device equality checks between their tensors hold.
+        self.device = normalize_device(device)
+        device = self.device
         rank_seed = cfg.seed + self.dist.rank
         self.env, self.alg, self.agent_cfgs = build_env_and_agent(cfg, rank_seed, device)
+        self.randomizer = None  # domain randomisation at every reset (rlkd.sim2real.randomize)
+        if cfg.randomize:
+            from rlkd.sim2real.randomize import attach_randomizer
+            self.randomizer = attach_randomizer(self.env, cfg.randomize, cfg.randomize_mode)
         for module in self.alg.synced_modules():
             broadcast_module_(module)
         self.iteration, self.env_steps = 0, 0
@@ -160,13 +185,20 @@ class OnPolicyRunner:
             self._load(resume_state)
         elif cfg.init_from:
             self._init_weights(cfg.init_from)
+        self.full_config: dict[str, Any] = {}  # config.yaml's content (rank 0)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             full = {"train": self.cfg.to_dict(),
                     "agent": {k: _to_plain(dataclasses.asdict(c))
                               for k, c in self.agent_cfgs.items()},
-                    "world_size": self.dist.world_size}
-            write_yaml_atomic(self.run_dir / "config.yaml", _to_plain(full))
+                    "world_size": self.dist.world_size,
+                    "randomize": self.randomizer and self.randomizer.describe()}
+            # What the run needs to be understood and re-run later: the env config after
+            # overrides (defaults may change between versions), package versions, the commit.
+            full.update({"env_config": config_to_dict(self.env.cfg),
+                         "versions": package_versions(), "git_commit": git_commit()})
+            self.full_config = _to_plain(full)
+            write_yaml_atomic(self.run_dir / "config.yaml", self.full_config)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_payload(self) -> dict[str, Any]:
@@ -177,7 +209,8 @@ class OnPolicyRunner:
                 "obs_spaces": {g: list(s.shape) for g, s in self.env.observation_spaces.items()},
                 "obs_specs": group_specs(self.env.observation_spaces),
                 "model": _model_spec(self.alg.policy),
-                "stats_window": {k: list(v) for k, v in self.stats.window.items()}}
+                "stats_window": {k: list(v) for k, v in self.stats.window.items()},
+                "randomizer": self.randomizer and self.randomizer.state_dict()}
 
     def save(self, path: Path | None = None) -> Path | None:
         """Write ``checkpoints/model_<it>.pt`` and ``last.pt`` atomically (rank 0 only)."""
@@ -194,6 +227,8 @@ class OnPolicyRunner:
         if ck.get("env") is not None and not self.dist.enabled:
             self.env.load_state_dict(ck["env"])
             self.obs = self.env.get_observations()
+        if self.randomizer is not None:
+            self.randomizer.load_state_dict(ck.get("randomizer"))
         for k, v in ck.get("stats_window", {}).items():
             self.stats.window.setdefault(k, deque(maxlen=self.stats.size))
             self.stats._iter.setdefault(k, [])
@@ -222,19 +257,32 @@ class OnPolicyRunner:
 
     @classmethod
     def resume(cls, run_dir: str | Path, steps: int | None = None,
-               checkpoint: str | Path | None = None) -> "OnPolicyRunner":
+               checkpoint: str | Path | None = None,
+               require_progress: bool = False) -> "OnPolicyRunner":
         """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (or ``checkpoint``).
 
         ``steps`` raises the total env-step budget. Raises :class:`CheckpointError` when the
-        checkpoint is missing/corrupt; nothing in the run directory is written before it loads.
+        checkpoint is missing/corrupt, :class:`RunDirError` when ``steps`` is below the env
+        steps already done or (``require_progress``, as ``rlkd train --resume`` asks) when the
+        budget leaves no iteration to run; nothing in the run directory is written before.
         """
         run_dir = Path(run_dir)
         path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.pt"
         ck = load_checkpoint(path, required=("config", "agent", "iteration", "env_steps"))
         cfg = TrainConfig.from_dict(ck["config"])
         cfg.out = str(run_dir)
+        done = int(ck["env_steps"])
+        if steps is not None and steps < done:
+            raise RunDirError(f"--steps {steps:,} is below the {done:,} env steps {run_dir} has "
+                              f"already done (iteration {ck['iteration']}); give a larger "
+                              f"budget to continue it")
         if steps is not None:
             cfg.steps = steps
+        # iteration k's checkpoint holds k * steps_per_iteration env steps, so "no iteration
+        # left" (ceil(steps / per_iteration) <= k) is exactly steps <= done.
+        if require_progress and cfg.steps <= done:
+            raise RunDirError(f"{run_dir} is complete: {done:,} of its {cfg.steps:,} env steps "
+                              f"are done; pass --steps above {done:,} to train it further")
         return cls(cfg, resume_state=ck)
 
     # ------------------------------------------------------------------ training
@@ -249,8 +297,19 @@ class OnPolicyRunner:
         run early (with a final checkpoint) when it returns True.
         """
         cfg, alg, env = self.cfg, self.alg, self.env
+        if self.dist.is_main:
+            # A resumed run's directory still holds what a killed process wrote after the
+            # checkpoint (metrics rows that will be logged again, orphan temp files): drop them.
+            tidy_for_resume(self.run_dir, self.iteration)
+        # purge_step: tensorboard hides the old event files' points at or after the checkpoint,
+        # so the resumed process's new event file (same directory) continues one logical run.
         log = TrainLogger(self.run_dir, self.total_iterations, enabled=self.dist.is_main,
-                          progress=cfg.progress, start_iteration=self.iteration)
+                          progress=cfg.progress, start_iteration=self.iteration,
+                          start_env_steps=self.env_steps, total_env_steps=cfg.steps,
+                          purge_step=self.env_steps or None, log_interval_s=cfg.log_interval_s,
+                          wandb_config=self.full_config if cfg.wandb else None)
+        log.message(self._header())
+        log.add_text("config", _yaml_markdown(self.full_config), self.env_steps)
         scalars: dict[str, float] = {}
         try:
             while self.iteration < self.total_iterations:
@@ -266,8 +325,11 @@ class OnPolicyRunner:
                         if "episode" in info:
                             self.stats.add(info["episode"])
                         unstable += info.get("sim_unstable", 0)
-                        for k, v in info.get("metrics", {}).items():  # the task's diagnostics
-                            metric_sums[k] = metric_sums.get(k, 0.0) + v.float().mean()
+                        for group, d in (("metrics", info.get("metrics", {})),  # diagnostics
+                                         ("rewards", info.get("reward_terms", {}))):
+                            for k, v in d.items():
+                                name = f"{group}/{k}"
+                                metric_sums[name] = metric_sums.get(name, 0.0) + v.float().mean()
                     alg.compute_returns(self.obs)
                 t1 = time.perf_counter()
                 losses = alg.update()
@@ -282,20 +344,35 @@ class OnPolicyRunner:
                            "perf/collection_s": t1 - t0, "perf/learn_s": t2 - t1, **losses}
                 if metric_sums:  # means over the rollout's steps and envs (this rank's)
                     packed = torch.stack(list(metric_sums.values())) / self.num_steps_per_env
-                    scalars.update({f"metrics/{k}": float(v)
-                                    for k, v in zip(metric_sums, packed.tolist())})
+                    scalars.update(dict(zip(metric_sums, packed.tolist())))
                 log.log(self.iteration - 1, self.env_steps, scalars)
                 stop = bool(callback(self, scalars)) if callback is not None else False
                 if self.iteration % cfg.checkpoint_every == 0 \
                         or self.iteration == self.total_iterations or stop:
                     self.save()
+                    log.flush()
                 if stop:
                     break
         finally:
             log.close()
         if cfg.video and self.dist.is_main:
-            self.record_video(self.run_dir / "videos" / "final.mp4", cfg.video_steps)
+            say = print if cfg.progress else (lambda *a, **k: None)
+            say(f"rendering the final video ({cfg.video_steps} steps x 4 envs) ...", flush=True)
+            t = time.perf_counter()
+            path = self.record_video(self.run_dir / "videos" / "final.mp4", cfg.video_steps)
+            say(f"video: {path} ({time.perf_counter() - t:.1f} s)" if path is not None
+                else f"no video: {cfg.env} does not render", flush=True)
         return scalars
+
+    def _header(self) -> str:
+        """The start line of a run: what trains, how much, where."""
+        ranks = f" x {self.dist.world_size} ranks" if self.dist.enabled else ""
+        where = (f"resuming at {self.env_steps:,} env steps (iteration {self.iteration})"
+                 if self.iteration else "fresh run")
+        return (f"rlkd train: env {self.cfg.env}, agent {self.cfg.agent}, {self.env.num_envs} "
+                f"envs{ranks}, {self.cfg.steps:,} env steps ({self.total_iterations} iterations "
+                f"of {self.steps_per_iteration:,}), device {self.device}, run dir {self.run_dir}"
+                f"; {where}")
 
     def record_video(self, path: Path, steps: int, num_envs: int = 4) -> Path | None:
         """Deterministic rollout of the current policy on fresh envs, tiled into ``path``."""
@@ -304,6 +381,13 @@ class OnPolicyRunner:
                                  seed=self.cfg.seed + 10_000)
         except NotImplementedError:  # a task without render(): no video, training still counts
             return None
+
+
+def _yaml_markdown(data: dict[str, Any]) -> str:
+    """``data`` as YAML in a markdown code block (tensorboard's text plugin renders markdown:
+    indenting by four spaces keeps the YAML's layout)."""
+    text = yaml.safe_dump(data, sort_keys=False)
+    return "\n".join("    " + line for line in text.splitlines())
 
 
 def _model_spec(policy) -> dict[str, Any] | None:

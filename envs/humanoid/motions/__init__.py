@@ -22,12 +22,13 @@ from .bvh import (
     load_motion,
     retarget,
 )
-from .clip import MotionClip, MotionError, load_npz, save_npz
+from .clip import JOINT_RANGE_TOLERANCE, MotionClip, MotionError, load_npz, save_npz
 from .library import MotionLibrary, MotionState, clip_velocities
 from .procedural import PROCEDURAL, procedural_clip
 
 __all__ = [
-    "BodyMap", "BvhMotion", "CMU", "MotionClip", "MotionError", "MotionLibrary", "MotionState",
+    "BodyMap", "BvhMotion", "CMU", "JOINT_RANGE_TOLERANCE", "MotionClip", "MotionError",
+    "MotionLibrary", "MotionState",
     "PROCEDURAL", "RetargetMap", "RetargetReport", "clip_velocities", "load_bvh", "load_motion",
     "load_npz", "procedural_clip", "retarget", "save_npz",
 ]

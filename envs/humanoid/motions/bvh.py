@@ -43,7 +43,7 @@ import torch
 from rlkd.sim.rotations import quat_between, quat_from_matrix, quat_mul, quat_rotate
 
 from ..skeleton import Skeleton
-from .clip import MotionClip, MotionError, load_npz
+from .clip import JOINT_RANGE_TOLERANCE, MotionClip, MotionError, load_npz
 
 
 @dataclass
@@ -424,15 +424,19 @@ def retarget(src: BvhMotion, skeleton: Skeleton, mapping: RetargetMap = CMU,
 
 
 def load_motion(path: str | Path, skeleton: Skeleton | None = None,
-                mapping: RetargetMap = CMU) -> MotionClip:
-    """Load a ``.npz`` clip, or a ``.bvh`` file retargeted with ``mapping``."""
+                mapping: RetargetMap = CMU,
+                joint_range_tolerance: float = JOINT_RANGE_TOLERANCE) -> MotionClip:
+    """Load a ``.npz`` clip, or a ``.bvh`` file retargeted with ``mapping``; either is refused
+    (:class:`MotionError`) if an angle leaves its joint's range by more than
+    ``joint_range_tolerance`` rad (see :meth:`MotionClip.check_joint_ranges`)."""
     path = Path(path)
     skeleton = skeleton or Skeleton.from_mjcf()
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return load_npz(path, skeleton)
+        return load_npz(path, skeleton, joint_range_tolerance)
     if suffix == ".bvh":
-        return retarget(load_bvh(path), skeleton, mapping)[0]
+        clip = retarget(load_bvh(path), skeleton, mapping)[0]
+        return clip.check_joint_ranges(skeleton, str(path), joint_range_tolerance)
     raise MotionError(f"{path}: unknown motion file type {suffix!r} (expected .npz or .bvh)")
 
 

@@ -19,6 +19,13 @@ name          () str       optional: clip name (defaults to the file stem)
 
 ``T >= 2``; all values finite; quaternions of unit norm within 1e-3 (then renormalized). Arrays
 are written as float32. Anything else raises :class:`MotionError` naming the file and the field.
+
+Joint ranges: loading with a skeleton (and :class:`~.library.MotionLibrary`) also refuses a clip
+whose angles leave a joint's range (the MJCF's ``range``, :attr:`Skeleton.dof_range`) by more
+than :data:`JOINT_RANGE_TOLERANCE` rad (:meth:`MotionClip.check_joint_ranges`): PD targets are
+clamped to the ranges, so such a reference cannot be tracked, and reference-state initialization
+puts the body beyond its joint limits (the walk clip in degrees: every env ends or diverges at
+every step).
 """
 
 from __future__ import annotations
@@ -34,6 +41,15 @@ from ..skeleton import Skeleton
 
 class MotionError(ValueError):
     """A motion file or clip is malformed; the message names the file and the field or line."""
+
+
+#: Largest excess (rad) of a clip's joint angle beyond the joint's range accepted at load.
+#: Measured excess of the clips we ship and test with: 0.0 for the five procedural clips (they
+#: are built inside the ranges; jog_in_place stays 0.05 rad inside), 0.0 for the retargeted CMU
+#: 131_01.bvh (retargeting clamps to the ranges), < 1e-6 for npz round trips of them (float32).
+#: 0.5 rad leaves room for other retargeters' overshoot and refuses angles that are plainly
+#: wrong (degrees for radians, a joint a full turn off: excess >= ~1 rad).
+JOINT_RANGE_TOLERANCE = 0.5
 
 
 @dataclass
@@ -105,6 +121,34 @@ class MotionClip:
             arrays["root_pos"], arrays["root_rot"], arrays["joint_pos"])
         return self
 
+    def check_joint_ranges(self, skeleton: Skeleton, source: str = "<clip>",
+                           tolerance: float = JOINT_RANGE_TOLERANCE) -> "MotionClip":
+        """Refuse joint angles more than ``tolerance`` rad outside ``skeleton.dof_range``.
+
+        ``joint_pos`` must be validated and in the skeleton's column order; ``tolerance=inf``
+        skips the check. Raises :class:`MotionError` naming ``source``, the worst joint, its
+        frame and value, and how many frames break the range."""
+        tolerance = float(tolerance)
+        if math.isnan(tolerance) or tolerance < 0:
+            raise ValueError(f"joint range tolerance must be a number >= 0 (rad), got {tolerance}")
+        if math.isinf(tolerance):
+            return self
+        jp = np.asarray(self.joint_pos, dtype=np.float64)
+        if jp.ndim != 2 or jp.shape[1] != skeleton.num_dofs:
+            raise MotionError(f"{source}: field 'joint_pos': shape {jp.shape}, expected "
+                              f"(T, {skeleton.num_dofs})")
+        lo, hi = skeleton.dof_range[:, 0], skeleton.dof_range[:, 1]
+        excess = np.maximum(lo - jp, jp - hi)                       # (T, ndof), > 0 outside
+        if excess.max() <= tolerance:
+            return self
+        t, j = np.unravel_index(int(excess.argmax()), excess.shape)
+        frames = int((excess > tolerance).any(axis=1).sum())
+        raise MotionError(
+            f"{source}: field 'joint_pos': joint '{skeleton.dof_names[j]}' is {jp[t, j]:.4f} rad "
+            f"at frame {t}, {excess[t, j]:.4f} rad outside its range [{lo[j]:.4f}, {hi[j]:.4f}] "
+            f"(tolerance {tolerance:g} rad; {frames} of {len(jp)} frames exceed it): the joints "
+            f"cannot reach it; check the units (radians) and the joint order (joint_names)")
+
     def to_skeleton_order(self, skeleton: Skeleton, source: str = "<clip>") -> "MotionClip":
         """Reorder ``joint_pos`` columns to ``skeleton.dof_names`` using :attr:`joint_names`."""
         if self.joint_pos.shape[1] != skeleton.num_dofs:
@@ -138,8 +182,10 @@ def save_npz(clip: MotionClip, path: str | Path) -> Path:
     return path
 
 
-def load_npz(path: str | Path, skeleton: Skeleton | None = None) -> MotionClip:
-    """Read and validate one npz clip; with ``skeleton``, reorder columns to its DoF order."""
+def load_npz(path: str | Path, skeleton: Skeleton | None = None,
+             joint_range_tolerance: float = JOINT_RANGE_TOLERANCE) -> MotionClip:
+    """Read and validate one npz clip; with ``skeleton``, reorder columns to its DoF order and
+    refuse angles more than ``joint_range_tolerance`` rad outside its joint ranges."""
     path = Path(path)
     src = str(path)
     try:
@@ -169,8 +215,9 @@ def load_npz(path: str | Path, skeleton: Skeleton | None = None) -> MotionClip:
             raise MotionError(f"{src}: unreadable field ({e})") from None
     clip.validate(src, None if skeleton is None else skeleton.num_dofs)
     if skeleton is not None:
-        clip.to_skeleton_order(skeleton, src)
+        clip.to_skeleton_order(skeleton, src).check_joint_ranges(skeleton, src,
+                                                                 joint_range_tolerance)
     return clip
 
 
-__all__ = ["MotionClip", "MotionError", "load_npz", "save_npz"]
+__all__ = ["JOINT_RANGE_TOLERANCE", "MotionClip", "MotionError", "load_npz", "save_npz"]

@@ -32,7 +32,7 @@ from rlkd.sim.rotations import (
 
 from ..skeleton import Skeleton
 from .bvh import CMU, RetargetMap, load_motion
-from .clip import MotionClip
+from .clip import JOINT_RANGE_TOLERANCE, MotionClip
 from .procedural import PROCEDURAL, procedural_clip
 
 
@@ -82,11 +82,14 @@ class MotionLibrary:
         mode: ``"wrap"`` (loop, root carried on per loop) or ``"clamp"`` (hold the end frames).
         dtype: floating dtype of the stored frames and the samples.
         exact_fk: body poses by FK of each sample (slower) instead of blending per-frame poses.
+        joint_range_tolerance: rad; a clip with an angle further outside its joint's range is
+            refused (:class:`~.clip.MotionError`; ``inf``: no check).
     """
 
     def __init__(self, clips: Sequence[MotionClip], skeleton: Skeleton | None = None,
                  device: str | torch.device = "cpu", mode: str = "wrap",
-                 dtype: torch.dtype = torch.float32, exact_fk: bool = False):
+                 dtype: torch.dtype = torch.float32, exact_fk: bool = False,
+                 joint_range_tolerance: float = JOINT_RANGE_TOLERANCE):
         if mode not in ("wrap", "clamp"):
             raise ValueError(f"mode must be 'wrap' or 'clamp', got {mode!r}")
         if not clips:
@@ -99,6 +102,7 @@ class MotionLibrary:
             c.validate(c.name, self.skeleton.num_dofs)
             if c.joint_names is not None and tuple(c.joint_names) != self.skeleton.dof_names:
                 c.to_skeleton_order(self.skeleton, c.name)
+            c.check_joint_ranges(self.skeleton, c.name, joint_range_tolerance)
             lin, ang, jv = clip_velocities(c)
             for k, v in zip(cols, (c.root_pos, c.root_rot, c.joint_pos, lin, ang, jv)):
                 cols[k].append(v)
@@ -150,7 +154,8 @@ class MotionLibrary:
                    mapping: RetargetMap = CMU, **kwargs) -> "MotionLibrary":
         """Library of ``.npz`` / ``.bvh`` files (BVH retargeted with ``mapping``)."""
         skeleton = skeleton or Skeleton.from_mjcf()
-        return cls([load_motion(p, skeleton, mapping) for p in paths], skeleton, **kwargs)
+        tol = kwargs.get("joint_range_tolerance", JOINT_RANGE_TOLERANCE)
+        return cls([load_motion(p, skeleton, mapping, tol) for p in paths], skeleton, **kwargs)
 
     @classmethod
     def procedural(cls, skeleton: Skeleton | None = None, kinds: Sequence[str] = None,
