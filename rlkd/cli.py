@@ -1,4 +1,4 @@
-"""The ``rlkd`` command: list, train, play, eval, export, bench.
+"""The ``rlkd`` command: list, train, play, eval, export, bench, qd.
 
 Examples::
 
@@ -15,6 +15,8 @@ Examples::
     rlkd eval sim2real runs/rnd --suite default --out report/    # sim-to-real report
     rlkd eval sim2real runs/rnd --real-log robot.npz --out report/
     rlkd bench AGVWarehouse-v0 --num-envs 1 64 1024 4096 --json bench.json
+    rlkd qd AGVOmni-v0 --algo dcg-me --evaluations 25600 --seed 0 --out runs/qd   # QD
+    rlkd qd --resume runs/qd --evaluations 51200
 
 Env config overrides go through ``--set key=value`` (values parsed as YAML: numbers, booleans,
 lists), e.g. ``--set num_obstacles=0 lidar_rays=64``.
@@ -352,13 +354,61 @@ def bench_cmd(
         con.print(f"results: {write_json_atomic(json, res)}")
 
 
+def qd_cmd(
+    task: Annotated[str | None, tyro.conf.arg(
+        help="QD task: AGVOmni-v0 or AGVStyle-v0 (omit with --resume)")] = None,
+    /,
+    algo: Literal["me", "pga-me", "dcg-me"] | None = None,
+    evaluations: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    out: Path | None = None,
+    resume: Path | None = None,
+    device: str = "cpu",
+    paper_steps: bool = False,
+    checkpoint_every: int = 10,
+    qd: tuple[str, ...] = (),
+    set: tuple[str, ...] = (),
+) -> None:
+    """Quality diversity: MAP-Elites (me), PGA-ME or DCG-ME on a QD task; writes
+    DIR/archive.pt (resumable), metrics.jsonl + tensorboard, heatmap.png.
+
+    Args:
+        task: AGVOmni-v0 (descriptor final x, y; fitness -energy) or AGVStyle-v0 (descriptor
+            mean speed, yaw rate; fitness progress to a goal behind shelves).
+        algo: me, pga-me or dcg-me (default dcg-me; on --resume the run's own).
+        evaluations: policy evaluations in total (default 25,600; on --resume the run's own).
+        batch_size: offspring evaluated per iteration, as one env batch.
+        seed: seed of the algorithm (evaluations are deterministic).
+        out: run directory of a new run.
+        resume: continue the run in this directory from its archive.pt.
+        device: torch device of envs, networks and replay.
+        paper_steps: QDax's critic/PG step counts and replay size instead of the CPU preset's.
+        checkpoint_every: iterations between archive.pt / heatmap writes.
+        qd: algorithm config overrides, key=value (fields of DCGMEConfig, e.g. lengthscale=0.008).
+        set: env config overrides, key=value (tests and smoke runs: max_episode_steps is fixed
+            by the task).
+    """
+    from rlkd.qd.run import run_qd
+    from rlkd.train.cli import as_usage_error, user_errors
+
+    try:
+        res = run_qd(task, algo, evaluations, batch_size, seed, out, resume, device,
+                     paper_steps, checkpoint_every, _overrides(qd), _overrides(set))
+    except user_errors() as exc:
+        raise as_usage_error(exc) from exc
+    print(f"{res['evaluations']} evaluations, {res['iterations']} iterations: QD-score "
+          f"{res['qd_score']:.2f}, coverage {100 * res['coverage']:.1f}%, max fitness "
+          f"{res['max_fitness']:.4f}")
+
+
 def commands() -> dict:
     """The subcommands; ``train`` is a dataclass built from ``TrainConfig`` and the agent
     registry at call time (see :mod:`rlkd.train.cli`)."""
     from rlkd.train.cli import train_args_class
 
     return {"list": list_cmd, "train": train_args_class(), "play": play_cmd, "eval": eval_cmd,
-            "export": export_cmd, "bench": bench_cmd}
+            "export": export_cmd, "bench": bench_cmd, "qd": qd_cmd}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -135,7 +135,8 @@ def test_overwrite_starts_over(done_run, tmp_path):
 def test_resume_refuses_ignored_flags_and_a_budget_it_has_passed(done_run):
     before = _hashes(done_run)
     e = _main_exit(["train", "--resume", str(done_run), "--num-envs", "8", "--no-video"])
-    assert e.code == 2 and "--num-envs" in str(e) and "--no-video" in str(e)
+    assert e.code == 2 and "--num-envs" in str(e) and "would be ignored: --num-envs" in str(e)
+    assert "ignored: --num-envs, --no-video" not in str(e)  # display flags are allowed
     e = _main_exit(["train", "HumanoidMotion-v0", "--resume", str(done_run)])
     assert e.code == 2 and "ENV" in str(e)
     e = _main_exit(["train", "--resume", str(done_run), "--steps", "100"])
@@ -209,3 +210,17 @@ def test_indexed_cpu_device_is_the_cpu(tmp_path):
     runner = OnPolicyRunner(_cfg(tmp_path / "run", device="cpu:0"))
     assert runner.device == torch.device("cpu")
     assert len(runner.learn()) > 0
+
+
+def test_resume_takes_display_flags_and_stays_exact(done_run, tmp_path):
+    """--no-progress, --log-interval-s, --checkpoint-every change how a resumed run is shown and
+    saved, not what it computes: they apply, and the other flags are still refused."""
+    from rlkd.train.cli import resume_settings, train_args_class
+
+    import tyro
+
+    argv = ["--resume", str(done_run), "--no-progress", "--log-interval-s", "5",
+            "--checkpoint-every", "3", "--steps", "256"]
+    args = tyro.cli(train_args_class(), args=argv)
+    assert resume_settings(args, argv) == {"progress": False, "log_interval_s": 5.0,
+                                           "checkpoint_every": 3}

@@ -181,11 +181,15 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def resume_ignored_flags(args, argv: list[str] | None = None) -> list[str]:
-    """The flags of a ``--resume`` command line other than ``--steps``: the run's own config
-    decides everything else, so they would be ignored. Found both in ``argv`` (flags typed,
-    even with their default value) and as values differing from their defaults (the
-    positional ENV)."""
+#: TrainConfig fields a ``--resume`` may change: the budget and how the run is shown and saved,
+#: none of which changes what is computed (so the resumed run stays exact).
+RESUME_SETTABLE = ("steps", "progress", "log_interval_s", "video", "video_steps",
+                   "checkpoint_every", "wandb")
+
+
+def _resume_flags(args, argv: list[str] | None) -> dict[str, str]:
+    """``{field: flag}`` of every flag on a ``--resume`` command line: typed in ``argv`` (even
+    with their default value) or with a value differing from its default (the positional ENV)."""
     typed = {}
     for tok in argv or ():
         if tok.startswith("--"):
@@ -197,7 +201,21 @@ def resume_ignored_flags(args, argv: list[str] | None = None) -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if getattr(args, f.name) != default and f.name not in found:
             found[f.name] = "ENV" if f.name == "env" else f"--{f.name.replace('_', '-')}"
-    return [flag for name, flag in found.items() if name not in ("resume", "steps")]
+    return found
+
+
+def resume_ignored_flags(args, argv: list[str] | None = None) -> list[str]:
+    """The flags of a ``--resume`` command line the run's own config overrules (all but
+    :data:`RESUME_SETTABLE`), so they would be ignored."""
+    return [flag for name, flag in _resume_flags(args, argv).items()
+            if name not in ("resume", *RESUME_SETTABLE)]
+
+
+def resume_settings(args, argv: list[str] | None = None) -> dict[str, object]:
+    """The :data:`RESUME_SETTABLE` values given on a ``--resume`` command line (``steps``
+    apart: :meth:`OnPolicyRunner.resume` checks it against the steps done)."""
+    return {name: getattr(args, name) for name in _resume_flags(args, argv)
+            if name in RESUME_SETTABLE and name != "steps"}
 
 
 def run_train(args, argv: list[str] | None = None) -> None:
@@ -211,10 +229,12 @@ def run_train(args, argv: list[str] | None = None) -> None:
             ignored = resume_ignored_flags(args, argv)
             if ignored:
                 raise UsageError(
-                    f"--resume continues {args.resume} with its own config; only --steps may "
-                    f"be given, these would be ignored: {', '.join(ignored)} (a fresh run with "
+                    f"--resume continues {args.resume} with its own config; only "
+                    f"{', '.join('--' + n.replace('_', '-') for n in RESUME_SETTABLE)} may be "
+                    f"given, these would be ignored: {', '.join(ignored)} (a fresh run with "
                     f"other settings: --out NEW_DIR, or --out {args.resume} --overwrite)")
-            runner = OnPolicyRunner.resume(args.resume, steps=args.steps, require_progress=True)
+            runner = OnPolicyRunner.resume(args.resume, steps=args.steps, require_progress=True,
+                                           settings=resume_settings(args, argv))
         else:
             runner = OnPolicyRunner(config_from_args(args))
     except user_errors() as e:

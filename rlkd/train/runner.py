@@ -258,19 +258,24 @@ class OnPolicyRunner:
     @classmethod
     def resume(cls, run_dir: str | Path, steps: int | None = None,
                checkpoint: str | Path | None = None,
-               require_progress: bool = False) -> "OnPolicyRunner":
+               require_progress: bool = False,
+               settings: dict[str, Any] | None = None) -> "OnPolicyRunner":
         """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (or ``checkpoint``).
 
         ``steps`` raises the total env-step budget. Raises :class:`CheckpointError` when the
         checkpoint is missing/corrupt, :class:`RunDirError` when ``steps`` is below the env
         steps already done or (``require_progress``, as ``rlkd train --resume`` asks) when the
         budget leaves no iteration to run; nothing in the run directory is written before.
+        ``settings`` replaces config fields that do not change what is computed (progress bar,
+        log interval, video, checkpoint interval: ``rlkd.train.cli.RESUME_SETTABLE``).
         """
         run_dir = Path(run_dir)
         path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "last.pt"
         ck = load_checkpoint(path, required=("config", "agent", "iteration", "env_steps"))
         cfg = TrainConfig.from_dict(ck["config"])
         cfg.out = str(run_dir)
+        for name, value in (settings or {}).items():
+            setattr(cfg, name, value)
         done = int(ck["env_steps"])
         if steps is not None and steps < done:
             raise RunDirError(f"--steps {steps:,} is below the {done:,} env steps {run_dir} has "
