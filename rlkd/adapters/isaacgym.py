@@ -1,7 +1,7 @@
 """The IsaacGymEnvs ``VecTask`` API shape over a :class:`~rlkd.core.env.BatchedEnv`.
 
 **Isaac Gym itself is not used and cannot be installed here** (it is a closed binary preview
-for specific Linux/CUDA/Python versions; only ``isaacgym-stubs`` type stubs are installed). This
+for specific Linux/CUDA/Python versions; its type stubs are the optional ``stubs`` extra). This
 module reproduces the *API shape* of ``isaacgymenvs.tasks.base.vec_task.VecTask`` so that code
 written against IsaacGymEnvs / rl_games (``obs_dict``, ``rew_buf``, ``reset_buf``,
 ``progress_buf``, ``extras``) runs on rlkd tasks; the simulation is the rlkd task's own torch
