@@ -5,6 +5,7 @@ from rlkd.core.registry import _REGISTRY, register
 from .agv_warehouse import PRESETS as _AGV_PRESETS
 from .agv_warehouse import AGVWarehouseConfig as _AGVConfig
 from .humanoid.config import HumanoidMotionConfig as _HumanoidConfig
+from .tactile.config import TactilePegConfig as _TactileConfig
 
 if "AGVWarehouse-v0" not in _REGISTRY:
     register("AGVWarehouse-v0", "rlkd.envs.agv_warehouse.env:AGVWarehouseEnv", _AGVConfig,
@@ -20,3 +21,6 @@ if "AGVWarehouse-v0" not in _REGISTRY:
     register("HumanoidMotion-v0", "rlkd.envs.humanoid.env:HumanoidMotionEnv", _HumanoidConfig,
              description="MuJoCo humanoid (28 PD-controlled DoF) tracking reference motions; "
                          "DeepMimic reward, default clip: procedural walk")
+    register("TactilePegInsertion-v0", "rlkd.envs.tactile.env:TactilePegEnv", _TactileConfig,
+             description="Parallel gripper on a 6-DoF wrist seats a round 8 mm peg in a 0.2 mm "
+                         "clearance socket; two 20x25 tactile force fields (after TacSL)")

@@ -70,7 +70,8 @@ def test_every_config_field_has_a_rule_that_accepts_its_default(cls):
 def test_task_config_classes_are_the_known_ones():
     # A new task config must get rules too: this list grows with the registry.
     assert {c.__name__ for c in _config_classes()} == {"AGVWarehouseConfig",
-                                                       "HumanoidMotionConfig"}
+                                                       "HumanoidMotionConfig",
+                                                       "TactilePegConfig"}
 
 
 def test_a_field_without_a_rule_is_an_error():

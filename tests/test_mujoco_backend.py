@@ -424,3 +424,27 @@ def test_render_frames():
         assert b.render(width=32, height=24).shape == (1, 24, 32, 3)  # env 0, free camera
         with pytest.raises(ValueError, match="unknown camera"):
             b.render(camera="nope")
+
+
+def test_cfrc_ext_is_filled_on_cpu_without_an_acceleration_sensor():
+    """mj_step fills cfrc_ext only when a sensor needs the acceleration stage; the batch adds a
+    trigger sensor so contact wrenches are real on CPU (they were zero for the humanoid)."""
+    import mujoco
+
+    from rlkd.envs.humanoid.skeleton import ASSET_PATH
+    from rlkd.sim.mujoco.model import CFRC_TRIGGER, has_acc_stage_sensor
+
+    bare = mujoco.MjModel.from_xml_path(str(ASSET_PATH))
+    assert not has_acc_stage_sensor(bare)
+    batch = MujocoBatch(str(ASSET_PATH), num_envs=2)
+    assert batch.model.sensor(CFRC_TRIGGER).id == bare.nsensor  # appended after the others
+    ref = mujoco.MjData(bare)
+    mujoco.mj_resetData(bare, ref)
+    batch.reset()
+    for _ in range(40):
+        mujoco.mj_step(bare, ref)
+        batch.step(torch.zeros(2, bare.nu))
+    mujoco.mj_rnePostConstraint(bare, ref)
+    got = batch.cfrc_ext[0].double().numpy()
+    assert np.abs(ref.cfrc_ext).sum() > 100  # the standing model touches the floor
+    np.testing.assert_allclose(got, ref.cfrc_ext, rtol=1e-6, atol=1e-6)

@@ -15,7 +15,8 @@ import mujoco
 import numpy as np
 import torch
 
-from rlkd.sim.mujoco.model import FIELDS, PARAM_NAMES, ParamTable, load_model
+from rlkd.sim.mujoco.model import FIELDS, PARAM_NAMES, ParamTable, load_model, \
+    with_contact_wrenches
 from rlkd.sim.mujoco.render import FrameRenderer
 
 BACKENDS = ("cpu", "warp")
@@ -111,12 +112,13 @@ class MujocoBatch:
             raise ValueError(f"unknown cpu_impl {cpu_impl!r}; choose one of {CPU_IMPLS}")
         device = torch.device(device)
 
-        self.model = load_model(model)
+        fields = frozenset(fields)
+        # cfrc_ext is only filled when a sensor needs the acceleration stage (CPU backends).
+        self.model = with_contact_wrenches(model) if "cfrc_ext" in fields else load_model(model)
         self.num_envs = num_envs
         self.nstep = nstep
         self.backend = backend
         self.table = ParamTable.from_model(self.model)
-        fields = frozenset(fields)
         if backend == "cpu":
             if device.type != "cpu":
                 raise ValueError(f"backend='cpu' keeps its state in host memory: device must be "

@@ -55,6 +55,46 @@ def load_model(model: mujoco.MjModel | str | os.PathLike) -> mujoco.MjModel:
     return mujoco.MjModel.from_xml_path(model)
 
 
+#: Name of the sensor :func:`with_contact_wrenches` adds.
+CFRC_TRIGGER = "_rlkd_cfrc_ext"
+
+
+def has_acc_stage_sensor(model: mujoco.MjModel) -> bool:
+    """True when a sensor of ``model`` needs the acceleration stage: only then does ``mj_step``
+    run ``mj_rnePostConstraint``, the function that fills ``cfrc_ext`` (MuJoCo Warp always fills
+    it). Without one, ``cfrc_ext`` stays zero on the CPU backends."""
+    return bool((model.sensor_needstage == int(mujoco.mjtStage.mjSTAGE_ACC)).any())
+
+
+def with_contact_wrenches(source: mujoco.MjModel | str | os.PathLike) -> mujoco.MjModel:
+    """``source`` loaded with ``cfrc_ext`` computed at every step: when no sensor needs the
+    acceleration stage, a ``framelinacc`` sensor on the world body (named :data:`CFRC_TRIGGER`,
+    three columns after every existing sensor's, reading zero) is added by recompiling the MJCF
+    (``mujoco.MjSpec``). Physics is unchanged. A compiled ``MjModel`` cannot be recompiled: it is
+    returned as is with a warning, since its ``cfrc_ext`` will read zero on CPU."""
+    if isinstance(source, mujoco.MjModel):
+        if not has_acc_stage_sensor(source):
+            import warnings
+
+            warnings.warn("the MjModel has no acceleration-stage sensor, so cfrc_ext reads zero "
+                          "on the CPU backends; pass the MJCF (path or string) to have rlkd add "
+                          "one, or add e.g. <framelinacc objtype='body' objname='world'/>",
+                          stacklevel=3)
+        return source
+    model = load_model(source)
+    if has_acc_stage_sensor(model):
+        return model
+    src = os.fspath(source)
+    spec = (mujoco.MjSpec.from_string(src) if src.lstrip().startswith("<")
+            else mujoco.MjSpec.from_file(src))
+    sensor = spec.add_sensor()
+    sensor.name = CFRC_TRIGGER
+    sensor.type = mujoco.mjtSensor.mjSENS_FRAMELINACC
+    sensor.objtype = mujoco.mjtObj.mjOBJ_BODY
+    sensor.objname = "world"
+    return spec.compile()
+
+
 @dataclass(frozen=True)
 class ParamTable:
     """Nominal values of the per-env parameters of one model and how they map to MjModel fields.

@@ -1,0 +1,13 @@
+"""Tactile manipulation (DESIGN.md section 4, after TacSL 2024): a parallel gripper with
+compliant, taxel-covered pads inserting a round peg in a socket of sub-millimetre clearance.
+
+* :mod:`~rlkd.envs.tactile.scene`: the generated MJCF scene (and the native-sensor oracle).
+* :mod:`~rlkd.envs.tactile.sensor`: the batched torch tactile force field.
+* :mod:`~rlkd.envs.tactile.env`: ``TactilePegInsertion-v0``.
+"""
+
+from .config import TactilePegConfig
+from .scene import SceneSpec, scene_xml
+from .sensor import MODES, TactileSensor, cylinder_sdf
+
+__all__ = ["MODES", "SceneSpec", "TactilePegConfig", "TactileSensor", "cylinder_sdf", "scene_xml"]
