@@ -290,3 +290,27 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="file not found"):
         load_policy(tmp_path / "nowhere.pt")
+
+
+def test_ppo_rdd_reproduces_the_losses_of_the_pre_registry_trainer(tmp_path):
+    """Golden numbers of commit 8fb2971 (before agents were registered and models read groups),
+    same seed, one torch thread: the refactor changed the structure, not the math."""
+    import json
+
+    from rlkd.train import OnPolicyRunner, TrainConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = TrainConfig(agent="ppo-rdd", num_envs=64, steps=64 * 16 * 2, seed=0,
+                          out=str(tmp_path / "run"), video=False, progress=False,
+                          agent_cfg={"ppo": {"num_steps": 16}})
+        OnPolicyRunner(cfg).learn()
+    finally:
+        torch.set_num_threads(threads)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    golden = [(-0.025953, 2.728251, 27.061743), (-0.009494, 0.826081, 18.377979)]
+    for row, (pol, val, intr) in zip(rows, golden):
+        assert row["losses/policy_loss"] == pytest.approx(pol, abs=2e-6)
+        assert row["losses/value_loss"] == pytest.approx(val, abs=2e-6)
+        assert row["intrinsic/reward_raw"] == pytest.approx(intr, abs=2e-5)
