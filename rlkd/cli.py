@@ -96,6 +96,7 @@ def play_cmd(
     fps: int | None = None,
     width: int = 320,
     set: tuple[str, ...] = (),
+    descriptor: str | None = None,
 ) -> None:
     """Roll out a trained policy or a stand-in, print episode statistics, optionally write video.
 
@@ -112,6 +113,8 @@ def play_cmd(
         fps: video frame rate (default: the env's control rate).
         width: pixel width of one env's frame.
         set: env config overrides, key=value (added to a run's own overrides).
+        descriptor: for a QD run directory (`rlkd qd --out DIR`): the descriptor commanded to its
+            distilled policy, comma-separated, normalized to [-1, 1] (`--descriptor=-0.5,0.25`).
     """
     import torch
     from rich.console import Console
@@ -124,9 +127,11 @@ def play_cmd(
 
     try:  # mistakes in what to play (path, env id, override, device): one line, no traceback
         env, run_overrides, factory, label = policy_source(_existing_target(env), policy,
-                                                           device, seed)
+                                                           device, seed, descriptor)
         e = rlkd.make(env, num_envs=num_envs, device=device, seed=seed,
                       **{**run_overrides, **_overrides(set)})
+        if hasattr(factory, "wrap_env"):  # a QD run: every episode from the task's start
+            e = factory.wrap_env(e)
     except user_errors() as exc:
         raise as_usage_error(exc) from exc
     returns, lengths, successes = [], [], []
@@ -148,6 +153,8 @@ def play_cmd(
                   f"{sum(lengths) / n:.1f}, success {100 * sum(successes) / n:.1f}%")
     else:
         con.print("no episode finished; raise --steps")
+    if hasattr(factory, "report"):
+        con.print(factory.report(e))
     if video is not None:
         path = write_video(video, frames, fps=fps or e.metadata.get("render_fps", 10))
         con.print(f"video: {path} ({len(frames)} frames)")
@@ -358,7 +365,7 @@ def qd_cmd(
     task: Annotated[str | None, tyro.conf.arg(
         help="QD task: AGVOmni-v0 or AGVStyle-v0 (omit with --resume)")] = None,
     /,
-    algo: Literal["me", "pga-me", "dcg-me"] | None = None,
+    algo: str | None = None,
     evaluations: int | None = None,
     batch_size: int = 256,
     seed: int = 0,
@@ -369,9 +376,12 @@ def qd_cmd(
     checkpoint_every: int = 10,
     qd: tuple[str, ...] = (),
     set: tuple[str, ...] = (),
+    distill: str = "auto",
+    video: bool = True,
 ) -> None:
     """Quality diversity: MAP-Elites (me), PGA-ME or DCG-ME on a QD task; writes
-    DIR/archive.pt (resumable), metrics.jsonl + tensorboard, heatmap.png.
+    DIR/archive.pt (resumable), metrics.jsonl + tensorboard, heatmap.png, the archive distilled
+    into one policy (distilled.pt, distill.json) and videos/elites.mp4, videos/distilled.mp4.
 
     Args:
         task: AGVOmni-v0 (descriptor final x, y; fitness -energy) or AGVStyle-v0 (descriptor
@@ -385,21 +395,32 @@ def qd_cmd(
         device: torch device of envs, networks and replay.
         paper_steps: QDax's critic/PG step counts and replay size instead of the CPU preset's.
         checkpoint_every: iterations between archive.pt / heatmap writes.
-        qd: algorithm config overrides, key=value (fields of DCGMEConfig, e.g. lengthscale=0.008).
+        qd: algorithm config overrides, key=value (fields of DCGMEConfig, e.g. lengthscale=0.008);
+            on --resume they change the run's config from there on (not the archive's shape).
         set: env config overrides, key=value (tests and smoke runs: max_episode_steps is fixed
             by the task).
+        distill: td3 (DCG-ME's conditioned actor), bc (behaviour cloning of every elite), auto
+            (td3 for dcg-me, bc otherwise) or none; `--resume DIR --distill bc` on a finished
+            run distils it again.
+        video: write videos/elites.mp4 and videos/distilled.mp4 at the end.
     """
     from rlkd.qd.run import run_qd
     from rlkd.train.cli import as_usage_error, user_errors
 
     try:
         res = run_qd(task, algo, evaluations, batch_size, seed, out, resume, device,
-                     paper_steps, checkpoint_every, _overrides(qd), _overrides(set))
+                     paper_steps, checkpoint_every, _overrides(qd), _overrides(set),
+                     distill=distill, videos=video)
     except user_errors() as exc:
         raise as_usage_error(exc) from exc
     print(f"{res['evaluations']} evaluations, {res['iterations']} iterations: QD-score "
           f"{res['qd_score']:.2f}, coverage {100 * res['coverage']:.1f}%, max fitness "
           f"{res['max_fitness']:.4f}")
+    if "distilled" in res:
+        d = res["distilled"]
+        print(f"distilled ({d['method']}): QD-score {d['qd_score_pct']:.1f}% of the archive "
+              f"re-evaluated, descriptor error {d['desc_error_cells']:.2f} cells, re-inserted "
+              f"{d['reinserted_qd_score_pct']:.1f}%")
 
 
 def commands() -> dict:

@@ -191,20 +191,46 @@ def load_policy(source: str | Path, device: str | torch.device = "cpu"):
                         ck.get("provenance"))
 
 
+def load_training_checkpoint(source: str | Path,
+                             device: str | torch.device = "cpu") -> tuple[Path, dict]:
+    """``(path, checkpoint)`` of a run directory (its ``last.pt``) or checkpoint file, whole, for
+    distillation methods that need more than the actor (AACD copies the teacher's critic);
+    loaded as :func:`load_policy` loads (``weights_only=True``, checksum verified). Raises
+    :class:`CheckpointError` when the file is missing, corrupt or lacks ``config`` / ``agent``;
+    the caller checks ``checkpoint.get("kind")`` (``"policy"``: an export, actor only)."""
+    from rlkd.train.checkpoint import load_checkpoint, resolve_checkpoint
+
+    path = resolve_checkpoint(source)
+    if not path.exists():
+        raise CheckpointError(f"file not found: {path}")
+    return path, load_checkpoint(path, map_location=device, required=("config", "agent"))
+
+
 def policy_source(target: str, stand_in: str = "random", device: str = "cpu",
-                  seed: int = 0) -> tuple[str, dict, PolicyFactory, str]:
+                  seed: int = 0, descriptor: str | None = None
+                  ) -> tuple[str, dict, PolicyFactory, str]:
     """What to evaluate: ``(env_id, env_overrides, policy_factory, label)``.
 
     ``target`` is a run directory / checkpoint of ``rlkd train`` or an exported policy (its
     env, its overrides, its policy with mean actions and frozen normalizers; an ONNX /
     TorchScript file of ``rlkd export --format`` too, see :func:`load_policy`), ``expert:<name>``
     (a shipped expert, :data:`EXPERTS`) or an env id (no overrides, the ``stand_in``
-    policy). Raises ``CheckpointError`` for a corrupt checkpoint.
+    policy), or a QD run directory of ``rlkd qd`` with ``descriptor`` (``"x,y"``, normalized):
+    its distilled policy commanded with it; that factory also has ``wrap_env(env)`` (every
+    episode from the task's fixed start) and ``report(env)`` (:mod:`rlkd.qd.play`). Raises
+    ``CheckpointError`` for a corrupt checkpoint, ``ValueError`` for a bad ``descriptor``.
     """
     from pathlib import Path
 
+    from rlkd.qd.play import is_qd_run, qd_policy_source
+
     if target.startswith("expert:"):
         target = str(expert_path(target[len("expert:"):]))
+    if is_qd_run(target):
+        return qd_policy_source(target, descriptor, device)
+    if descriptor is not None:
+        raise ValueError(f"--descriptor drives the distilled policy of a QD run directory "
+                         f"(`rlkd qd ... --out DIR`); {target} is not one")
     if not Path(target).exists():
         return target, {}, lambda env: make_policy(stand_in, env, seed), stand_in
     policy = load_policy(target, device=device)

@@ -111,10 +111,12 @@ def test_one_pg_variation_raises_q_on_a_toy_critic():
 
 
 def _tiny_run(tmp_path, name, evaluations, algo="dcg-me", resume=False):
-    kw = dict(overrides=dict(TINY), progress=False, checkpoint_every=1)
+    # Distillation and videos are tested in test_qd_distill.py.
+    kw = dict(overrides=dict(TINY), progress=False, checkpoint_every=1, distill="none",
+              videos=False)
     if resume:
         return run_qd(resume=tmp_path / name, evaluations=evaluations, progress=False,
-                      checkpoint_every=1)
+                      checkpoint_every=1, distill="none", videos=False)
     return run_qd("AGVOmni-v0", algo, evaluations, 16, 3, tmp_path / name, **kw)
 
 
@@ -169,6 +171,7 @@ def test_unknown_config_field_is_named():
 @pytest.mark.parametrize("argv, expected", [
     (["AGVFoo-v0", "--out", "X"], "error: unknown QD task 'AGVFoo-v0'"),
     (["AGVOmni-v0", "--out", "X", "--qd", "bogus=1"], "error: unknown QD config fields"),
+    (["AGVOmni-v0", "--algo", "xx", "--out", "X"], "error: unknown QD algorithm 'xx'"),
 ])
 def test_cli_user_mistakes_are_one_line(tmp_path, argv, expected):
     argv = [a.replace("X", str(tmp_path / "r")) for a in argv]

@@ -7,10 +7,17 @@
                      ``qd/max_fitness``, ``qd/evals_per_s``, offspring added per emitter, time
                      split eval/archive/critic/pg, losses); tensorboard events beside it
 ``DIR/heatmap.png``  elite fitness per cell
+``DIR/distilled.pt``, ``DIR/distill.json``  the archive distilled into one policy pi(a | s, d)
+                     and its evaluation (:mod:`rlkd.qd.distill`; ``--distill td3|bc|auto|none``)
+``DIR/videos/``      ``elites.mp4`` (best + 3 far-apart elites), ``distilled.mp4``
+                     (:mod:`rlkd.qd.play`)
 
 Resume (``--resume DIR [--evaluations M]``) rebuilds the algorithm from ``archive.pt``, drops
 the metrics lines logged after the checkpoint and continues; with the same total it ends in the
-state the uninterrupted run reaches (same elites, same QD-score).
+state the uninterrupted run reaches (same elites, same QD-score). ``--qd`` / ``--set`` given on a
+resume change the run's config from there on; one that changes the archive's shape (``cells``,
+``policy_hidden``) is refused. Resuming a finished run only distils (``--distill``) and writes
+the videos again.
 """
 
 from __future__ import annotations
@@ -40,9 +47,13 @@ def run_qd(task: str | None = None, algo: str | None = None, evaluations: int | 
            batch_size: int = 256, seed: int = 0, out: str | Path | None = None,
            resume: str | Path | None = None, device: str = "cpu", paper_steps: bool = False,
            checkpoint_every: int = 10, overrides: dict[str, Any] | None = None,
-           env_overrides: dict[str, Any] | None = None, progress: bool = True) -> dict:
+           env_overrides: dict[str, Any] | None = None, progress: bool = True,
+           distill: str = "auto", videos: bool = True, distill_cfg=None) -> dict:
     """Run until ``evaluations`` evaluations are done (default 25,600; on resume the run's
-    own), ``algo`` default ``dcg-me``; returns the final archive stats.
+    own), ``algo`` default ``dcg-me``; then distil the archive (``distill``: ``td3``, ``bc``,
+    ``auto`` = td3 for dcg-me and bc otherwise, ``none``; ``distill_cfg`` a
+    :class:`~rlkd.qd.distill.DistillConfig`) and write the videos. Returns the final archive
+    stats, with ``distilled`` (the metrics) when distilled.
 
     Raises ``KeyError`` (unknown task, algorithm or config field), ``ValueError`` (bad numbers,
     a resume with another task or archive shape) or :class:`~rlkd.train.checkpoint.CheckpointError`
@@ -61,13 +72,17 @@ def run_qd(task: str | None = None, algo: str | None = None, evaluations: int | 
                                  f"{args['algo']}, not {value}; start a new --out instead")
         if evaluations is not None:
             args["evaluations"] = int(evaluations)
+        args["overrides"] = {**args["overrides"], **(overrides or {})}
+        args["env_overrides"] = {**args["env_overrides"], **(env_overrides or {})}
         alg = _build(args["task"], args["algo"], args["batch_size"], args["seed"], device,
                      args["paper_steps"], args["overrides"], args["env_overrides"])
         saved_cells = list(ck["state"]["archive"]["cells"])
-        if saved_cells != list(alg.archive.cells) or \
-                ck["state"]["archive"]["solution_dim"] != alg.archive.solution_dim:
+        saved_dim = int(ck["state"]["archive"]["solution_dim"])
+        if saved_cells != list(alg.archive.cells) or saved_dim != alg.archive.solution_dim:
             raise ValueError(f"--resume {run_dir}: the archive in {run_dir / CHECKPOINT} has "
-                             f"cells {saved_cells}, this build {list(alg.archive.cells)}")
+                             f"cells {saved_cells} of {saved_dim}-parameter policies, this build "
+                             f"{list(alg.archive.cells)} of {alg.archive.solution_dim}; start a "
+                             f"new --out for another archive shape")
         alg.load_state_dict(ck["state"])
         _truncate_metrics(run_dir / "metrics.jsonl", alg.iteration)
     else:
@@ -85,6 +100,9 @@ def run_qd(task: str | None = None, algo: str | None = None, evaluations: int | 
                 "overrides": dict(overrides or {}), "env_overrides": dict(env_overrides or {})}
         alg = _build(task, algo, batch_size, seed, device, paper_steps, args["overrides"],
                      args["env_overrides"])
+    from rlkd.qd.distill import resolve_method
+
+    method = resolve_method(distill, args["algo"])
     total_iters = math.ceil(args["evaluations"] / args["batch_size"])
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.json", lambda f: f.write(json.dumps(
@@ -106,7 +124,30 @@ def run_qd(task: str | None = None, algo: str | None = None, evaluations: int | 
                 save()
     finally:
         log.close()
-    return {"iterations": alg.iteration, "evaluations": alg.evaluations, **alg.archive.stats()}
+    out = {"iterations": alg.iteration, "evaluations": alg.evaluations, **alg.archive.stats()}
+    out.update(finish_run(run_dir, alg, args["env_overrides"], method, videos, distill_cfg,
+                          device))
+    return out
+
+
+def finish_run(run_dir: Path, alg, env_overrides: dict, method: str | None, videos: bool,
+               distill_cfg=None, device="cpu") -> dict:
+    """After the last iteration: distil (``method`` td3 / bc, or None) into
+    ``distilled.pt`` + ``distill.json``, and write ``videos/elites.mp4`` (+ ``distilled.mp4``).
+    Returns ``{"distilled": metrics}`` when distilled."""
+    from rlkd.qd.distill import distill_archive, write_distilled
+
+    state, out, policy = alg.state_dict(), {}, None
+    if method is not None and len(alg.archive):
+        policy, metrics = distill_archive(alg.task, state, method, distill_cfg, env_overrides,
+                                          device)
+        write_distilled(run_dir, policy, metrics)
+        out["distilled"] = metrics
+    if videos and len(alg.archive):
+        from rlkd.qd.play import elite_videos
+
+        elite_videos(alg.task, state, env_overrides, run_dir, policy, device=device)
+    return out
 
 
 def _truncate_metrics(path: Path, iterations: int) -> None:

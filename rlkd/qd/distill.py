@@ -1,0 +1,326 @@
+"""Archive distillation: one descriptor-conditioned policy pi(a | s, d) for the whole archive.
+
+Two ways to get it (DESIGN.md 9.6, issue 16):
+
+* ``td3``: DCG-ME's own actor, trained with TD3 on the similarity-scaled reward during the run
+  (the paper's distillation; only ``dcg-me`` runs have a conditioned actor);
+* ``bc``: behaviour cloning of every elite's rollout into a fresh pi(s, d_cell), where d_cell
+  is that elite's descriptor: mean squared error on the elite's (deterministic) actions. It
+  distils any archive, ME's included.
+
+**Evaluation** (the same for both): every elite is re-evaluated (the archive, "re-evaluated on
+the same seeds": evaluations are deterministic, so this reproduces the stored fitness on one
+device), then pi is commanded with each filled cell's descriptor as one population batch, every
+command its own env (pi(., d) folded into an unconditioned genotype, :meth:`FlatActor.fold`).
+Reported:
+
+``qd_score_pct``             100 sum_c (f_pi(d_c) - f_low) / sum_c (f_elite_c - f_low): the
+                             distilled policy's QD-score over the commanded cells, as a percentage
+                             of the re-evaluated archive's (the paper's "distilled QD-score")
+``desc_error_cells``         mean over cells of || (d_reached - d_c) / w ||_2, ``w = 2 / cells``
+                             the cell width per dimension (normalized units): 1.0 = one cell off
+``reinserted_qd_score_pct``  the stricter score: pi's rollouts inserted by their *reached*
+                             descriptors into an empty archive of the same grid, its QD-score as a
+                             percentage of the re-evaluated elites' inserted the same way
+
+``DIR/distilled.pt`` (rlkd checkpoint) holds one entry per method (``policies[method]``: the
+actor's layout and flat weights, the task, the metrics) and ``default``, the method last written
+(``rlkd play DIR --descriptor x,y`` drives it); ``DIR/distill.json`` the metrics per method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlkd.qd.population import PolicyShape, PopulationResult, evaluate_population
+
+DISTILLED = "distilled.pt"
+DISTILL_JSON = "distill.json"
+METHODS = ("td3", "bc")
+
+
+@dataclass
+class DistillConfig:
+    """Behaviour-cloning settings (``td3`` trains nothing after the run).
+
+    Attributes:
+        bc_hidden: hidden widths of the BC policy pi(s, d) (ReLU, tanh output).
+        bc_steps: Adam steps.
+        bc_batch_size: transitions per step.
+        bc_lr: Adam learning rate.
+        seed: seed of the BC initialisation and minibatches.
+    """
+
+    bc_hidden: tuple[int, ...] = (128, 128)
+    bc_steps: int = 3000
+    bc_batch_size: int = 1024
+    bc_lr: float = 3e-3
+    seed: int = 0
+
+
+def resolve_method(method: str, algo: str) -> str | None:
+    """``auto`` -> ``td3`` for dcg-me (its conditioned actor), ``bc`` otherwise; ``none`` ->
+    None; ``td3`` on a run without a conditioned actor is a ``ValueError``."""
+    if method == "none":
+        return None
+    if method == "auto":
+        return "td3" if algo == "dcg-me" else "bc"
+    if method not in METHODS:
+        raise ValueError(f"unknown --distill {method!r}; choose from td3, bc, auto, none")
+    if method == "td3" and algo != "dcg-me":
+        raise ValueError(f"--distill td3 needs a dcg-me run (its descriptor-conditioned actor); "
+                         f"this run is {algo}: use --distill bc")
+    return method
+
+
+class DistilledPolicy:
+    """pi(a | s, d): an MLP on ``[policy obs; d]`` (d normalized to [-1, 1]) in the
+    population's flat layout (:class:`~rlkd.agents.dcg_map_elites.FlatActor`).
+
+    Args:
+        actor: the conditioned FlatActor (``desc_dim`` > 0).
+        task_id: its QD task; method: ``td3`` or ``bc``; env_overrides: the run's extra env
+            config.
+    """
+
+    def __init__(self, actor, task_id: str, method: str, env_overrides: dict | None = None):
+        if actor.desc_dim == 0:
+            raise ValueError("a distilled policy must be descriptor-conditioned")
+        self.actor = actor.eval()
+        self.task_id, self.method = task_id, method
+        self.env_overrides = dict(env_overrides or {})
+
+    @property
+    def desc_dim(self) -> int:
+        return self.actor.desc_dim
+
+    def genotypes(self, commands: torch.Tensor) -> torch.Tensor:
+        """``commands (n, n_desc)`` normalized -> ``(n, D)`` unconditioned policies pi(., d)."""
+        return self.actor.fold(commands.float().to(self.actor.flat.device))
+
+    @torch.no_grad()
+    def __call__(self, obs: torch.Tensor, desc: torch.Tensor) -> torch.Tensor:
+        """``obs (B, O)``, ``desc (B, n_desc)`` -> actions ``(B, A)`` in [-1, 1]."""
+        return self.actor(obs, desc)
+
+    def state_dict(self) -> dict:
+        return {"method": self.method, "task": self.task_id,
+                "policy_shape": dataclasses.asdict(self.actor.policy), "desc_dim": self.desc_dim,
+                "flat": self.actor.flat.detach().cpu().clone(),
+                "env_overrides": dict(self.env_overrides)}
+
+    @classmethod
+    def from_state(cls, state: dict, device="cpu") -> "DistilledPolicy":
+        from rlkd.agents.dcg_map_elites import FlatActor
+
+        ps = dict(state["policy_shape"])
+        shape = PolicyShape(int(ps["obs_dim"]), tuple(ps["hidden"]), int(ps["act_dim"]),
+                            ps.get("activation", "relu"))
+        actor = FlatActor(shape, int(state["desc_dim"]), torch.Generator().manual_seed(0))
+        flat = state["flat"]
+        if tuple(flat.shape) != tuple(actor.flat.shape):
+            raise ValueError(f"distilled weights have shape {tuple(flat.shape)}, expected "
+                             f"{tuple(actor.flat.shape)} for {shape}")
+        with torch.no_grad():
+            actor.flat.copy_(flat)
+        return cls(actor.to(device), state["task"], state["method"], state.get("env_overrides"))
+
+
+# ---------------------------------------------------------------------- building the policy
+def td3_policy(state: dict, task_id: str, env_overrides: dict, device="cpu") -> DistilledPolicy:
+    """DCG-ME's conditioned actor from an ``archive.pt`` state (:meth:`QDAlgorithm.state_dict`)."""
+    if int(state.get("desc_dim", 0)) == 0:
+        raise ValueError(f"this {state['config']['algo']} run has no descriptor-conditioned "
+                         f"actor; use --distill bc")
+    return DistilledPolicy.from_state(
+        {"method": "td3", "task": task_id, "policy_shape": state["policy_shape"],
+         "desc_dim": state["desc_dim"], "flat": state["actor"]["flat"],
+         "env_overrides": env_overrides}, device)
+
+
+def bc_policy(task, shape: PolicyShape, reference: PopulationResult, commands: torch.Tensor,
+              cfg: DistillConfig, env_overrides: dict | None = None) -> tuple[DistilledPolicy, dict]:
+    """Behaviour cloning of the elites' rollouts into pi(s, d).
+
+    Args:
+        task: the QD task; shape: the population's MLP layout (obs and action sizes).
+        reference: the elites' re-evaluation with transitions (``E`` policies).
+        commands: ``(E, n_desc)`` normalized descriptor of each elite (its conditioning input).
+        cfg: BC settings.
+
+    Returns:
+        the policy and ``{"bc_loss": final MSE, "bc_transitions": M, "bc_seconds": s}``.
+    """
+    from rlkd.agents.dcg_map_elites import FlatActor
+
+    t0 = time.perf_counter()
+    tr = reference.transitions()
+    obs, act = tr["obs"], tr["actions"]
+    desc = commands.float().to(obs.device)[tr["policy"]]
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    bc_shape = dataclasses.replace(shape, hidden=tuple(cfg.bc_hidden))
+    actor = FlatActor(bc_shape, commands.shape[1], gen).to(obs.device)
+    # Train on standardized inputs [s; d] (the elites' states vary little around their mean),
+    # then fold the standardization into the first layer: the result reads raw [s; d].
+    x = torch.cat([obs, desc], dim=-1)
+    mu, sd = x.mean(dim=0), x.std(dim=0).clamp_min(0.1)  # inputs are O(1): at most x10
+    xn = (x - mu) / sd
+    k = commands.shape[1]
+    opt = torch.optim.Adam(actor.parameters(), lr=cfg.bc_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(cfg.bc_steps), 1))
+    m = obs.shape[0]
+    loss = torch.zeros(())
+    for _ in range(int(cfg.bc_steps)):
+        idx = torch.randint(m, (min(cfg.bc_batch_size, m),), generator=gen).to(obs.device)
+        loss = (actor(xn[idx, :-k], xn[idx, -k:]) - act[idx]).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    _fold_standardization(actor, mu, sd)
+    info = {"bc_loss": float(loss.detach()), "bc_transitions": int(m),
+            "bc_seconds": time.perf_counter() - t0}
+    return DistilledPolicy(actor, task.id, "bc", env_overrides), info
+
+
+@torch.no_grad()
+def _fold_standardization(actor, mu: torch.Tensor, sd: torch.Tensor) -> None:
+    """Make ``actor`` on raw inputs equal ``actor`` on ``(x - mu) / sd``: ``W0 <- W0 / sd``,
+    ``b0 <- b0 - (mu / sd) W0`` (``mu, sd (in,)``; W0 ``(in, out)``)."""
+    layers = actor.shape.unflatten(actor.flat)
+    w0, b0 = layers[0]
+    b0 -= ((mu / sd)[None, None] @ w0)[:, 0]
+    w0 /= sd[None, :, None]
+
+
+# ---------------------------------------------------------------------- evaluation
+def command_result(policy: DistilledPolicy, task, env, commands: torch.Tensor
+                   ) -> PopulationResult:
+    """pi commanded with every row of ``commands (E, n_desc)``, one env each (``env`` has E):
+    one population batch of the folded policies pi(., d)."""
+    return evaluate_population(task, env, policy.actor.policy, policy.genotypes(commands),
+                               keep_transitions=False)
+
+
+def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.Tensor,
+          ref_desc: torch.Tensor, fit: torch.Tensor, desc: torch.Tensor) -> dict[str, float]:
+    """The distillation metrics of the module docstring.
+
+    Args:
+        commands: ``(E, n)`` commanded descriptors (normalized); ref_fit ``(E,)`` / ref_desc
+            ``(E, n)``: the elites re-evaluated (descriptors normalized); fit / desc: pi's.
+    """
+    from rlkd.qd.archive import Archive
+
+    low = task.fitness_low
+    width = 2.0 / torch.tensor(cells, dtype=torch.float64)
+
+    def contrib(f: torch.Tensor) -> torch.Tensor:
+        f = f.double().cpu()
+        return torch.where(torch.isfinite(f), f - low, torch.zeros_like(f)).clamp_min(0.0)
+
+    def reinserted(f: torch.Tensor, d: torch.Tensor) -> dict[str, float]:
+        ar = Archive(1, cells, low)
+        ar.add(torch.zeros(f.shape[0], 1), f, d)
+        return ar.stats()
+
+    ref_qd, qd = float(contrib(ref_fit).sum()), float(contrib(fit).sum())
+    err = ((desc.double().cpu() - commands.double().cpu()) / width).norm(dim=-1)
+    err = torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
+    ref_ins, pi_ins = reinserted(ref_fit, ref_desc), reinserted(fit, desc)
+    pct = lambda a, b: 100.0 * a / b if b > 0 else float("nan")  # noqa: E731
+    return {"qd_score_pct": pct(qd, ref_qd), "desc_error_cells": float(err.mean()),
+            "reinserted_qd_score_pct": pct(pi_ins["qd_score"], ref_ins["qd_score"]),
+            "qd_score": qd, "reference_qd_score": ref_qd,
+            "reinserted_qd_score": pi_ins["qd_score"],
+            "reference_reinserted_qd_score": ref_ins["qd_score"],
+            "reinserted_coverage": pi_ins["coverage"],
+            "reference_coverage": ref_ins["coverage"],
+            "desc_error_cells_median": float(err.median()),
+            "within_one_cell": float((err <= 1.0).double().mean()), "cells": int(len(fit))}
+
+
+def distill_archive(task, state: dict, method: str, cfg: DistillConfig | None = None,
+                    env_overrides: dict | None = None, device="cpu"
+                    ) -> tuple[DistilledPolicy, dict]:
+    """Distil an ``archive.pt`` state with ``method`` and evaluate it (module docstring).
+
+    Returns the policy and its metrics (plus ``seconds`` and, for bc, the training numbers)."""
+    cfg = cfg or DistillConfig()
+    env_overrides = dict(env_overrides or {})
+    t0 = time.perf_counter()
+    ps = state["policy_shape"]
+    shape = PolicyShape(int(ps["obs_dim"]), tuple(ps["hidden"]), int(ps["act_dim"]),
+                        ps.get("activation", "relu"))
+    cells = tuple(int(c) for c in state["archive"]["cells"])
+    elites = state["archive"]["elites"]
+    n = int(elites["index"].numel())
+    if n == 0:
+        raise ValueError("the archive is empty: nothing to distil")
+    commands = elites["descriptor"].float()
+    env = task.make_env(n, device=device, **env_overrides)
+    ref = evaluate_population(task, env, shape, elites["solution"].to(device),
+                              keep_transitions=(method == "bc"))
+    extra: dict = {}
+    if method == "td3":
+        policy = td3_policy(state, task.id, env_overrides, device)
+    elif method == "bc":
+        policy, extra = bc_policy(task, shape, ref, commands, cfg, env_overrides)
+    else:
+        raise ValueError(f"unknown distillation method {method!r}; choose from {METHODS}")
+    ref_desc = task.normalize(ref.descriptor)
+    res = command_result(policy, task, env, commands)
+    metrics = score(task, cells, commands, ref.fitness, ref_desc, res.fitness,
+                    task.normalize(res.descriptor))
+    same = float((ref.fitness.double().cpu() - elites["fitness"]).abs().max())
+    metrics.update(extra, method=method, seconds=time.perf_counter() - t0,
+                   reference_max_abs_fitness_change=same)
+    return policy, metrics
+
+
+# ---------------------------------------------------------------------- run directories
+def write_distilled(run_dir: Path, policy: DistilledPolicy, metrics: dict) -> None:
+    """Add ``policy`` (and its metrics) to ``DIR/distilled.pt`` and ``DIR/distill.json``
+    (other methods' entries kept; ``default`` becomes this method), atomically."""
+    from rlkd.core.provenance import write_json_atomic
+    from rlkd.train.checkpoint import load_checkpoint, save_checkpoint
+
+    run_dir = Path(run_dir)
+    path = run_dir / DISTILLED
+    policies = {}
+    if path.is_file():
+        policies = dict(load_checkpoint(path, required=("policies",))["policies"])
+    policies[policy.method] = {**policy.state_dict(), "metrics": _plain(metrics)}
+    save_checkpoint(path, {"kind": "qd-distilled", "default": policy.method,
+                           "policies": policies})
+    js = run_dir / DISTILL_JSON
+    table = json.loads(js.read_text(encoding="utf-8")) if js.is_file() else {}
+    table[policy.method] = _plain(metrics)
+    write_json_atomic(js, table)
+
+
+def load_distilled(run_dir: str | Path, method: str | None = None, device="cpu"
+                   ) -> DistilledPolicy:
+    """The distilled policy of a QD run directory (its ``default`` method unless ``method``);
+    ``ValueError`` naming the fix when there is none."""
+    from rlkd.train.checkpoint import load_checkpoint
+
+    path = Path(run_dir) / DISTILLED
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no distilled policy ({DISTILLED}); run `rlkd qd "
+                         f"--resume {run_dir} --distill td3|bc`")
+    ck = load_checkpoint(path, required=("policies", "default"))
+    method = method or ck["default"]
+    if method not in ck["policies"]:
+        raise ValueError(f"{path} holds {sorted(ck['policies'])}, not {method!r}")
+    return DistilledPolicy.from_state(ck["policies"][method], device)
+
+
+def _plain(d: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (float, torch.Tensor)) else v) for k, v in d.items()}

@@ -1,0 +1,206 @@
+"""Archive distillation and QD play (rlkd.qd.distill, rlkd.qd.play): metric definitions, the
+distilled policy's evaluation, behaviour cloning that reproduces its elites, run-directory
+outputs, `rlkd play DIR --descriptor` and its one-line errors, resume onto another archive."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rlkd.qd import PolicyShape, evaluate_population, get_task
+from rlkd.qd.archive import Archive
+from rlkd.qd.distill import DISTILL_JSON, DISTILLED, DistillConfig, command_result, \
+    distill_archive, load_distilled, resolve_method, score
+from rlkd.qd.run import CHECKPOINT, run_qd
+from rlkd.train.checkpoint import load_checkpoint
+
+TINY = dict(num_critic_training_steps=4, num_pg_training_steps=3, critic_hidden=(32, 32),
+            policy_hidden=(8, 8), replay_size=20_000, transitions_batch_size=16)
+#: Evaluations cut at 20 steps (a time limit: the task's episode otherwise runs 250).
+SHORT = {"max_episode_steps": 20}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_score_definitions_on_hand_made_numbers():
+    task = get_task("AGVOmni-v0")  # fitness_low -2
+    cells = (4, 4)  # cell width 0.5 (normalized)
+    cmd = torch.tensor([[-0.75, -0.75], [0.25, 0.25], [0.75, -0.25]])
+    ref_fit = torch.tensor([-1.0, -0.5, 0.0])
+    same = score(task, cells, cmd, ref_fit, cmd, ref_fit, cmd)
+    assert same["qd_score_pct"] == pytest.approx(100.0) and same["desc_error_cells"] == 0.0
+    assert same["reinserted_qd_score_pct"] == pytest.approx(100.0)
+    # pi: one cell off in x everywhere, and the first two land in the same cell.
+    desc = torch.tensor([[0.25, 0.25], [0.25, 0.25], [0.25, -0.25]])
+    fit = torch.tensor([-1.0, -1.5, 0.0])
+    s = score(task, cells, cmd, ref_fit, cmd, fit, desc)
+    assert s["qd_score_pct"] == pytest.approx(100 * (1 + 0.5 + 2) / (1 + 1.5 + 2))
+    assert s["desc_error_cells"] == pytest.approx((2 * 2 ** 0.5 + 0 + 1) / 3)
+    # Re-inserted: cells (0.25, 0.25) keeps the better of -1.0 / -1.5, plus (0.25, -0.25).
+    assert s["reinserted_qd_score_pct"] == pytest.approx(100 * (1 + 2) / (1 + 1.5 + 2))
+    assert s["reinserted_coverage"] == pytest.approx(2 / 16)
+
+
+def _toy_archive():
+    """15 near-constant-action elites on a 20-step AGVStyle (no collisions), 16 x 16 cells."""
+    task = dataclasses.replace(get_task("AGVStyle-v0"), episode_steps=20)
+    env = task.make_env(16)
+    shape = PolicyShape(env.observation_spaces["policy"].shape[0], (16, 16), env.act_dim)
+    g = torch.Generator().manual_seed(0)
+    params = shape.init(16, g) * 0.1
+    act = torch.rand(16, 2, generator=g) * 2 - 1
+    params[:, -2:] = torch.atanh(act * torch.tensor([0.4, 0.8]))  # output bias: the action
+    res = evaluate_population(task, env, shape, params, keep_transitions=False)
+    ar = Archive(shape.num_params, (16, 16), task.fitness_low)
+    ar.add(params, res.fitness, task.normalize(res.descriptor))
+    state = {"policy_shape": dataclasses.asdict(shape), "archive": ar.state_dict(),
+             "desc_dim": 0, "config": {"algo": "me"}}
+    return task, state
+
+
+def test_bc_on_elites_reproduces_them():
+    task, state = _toy_archive()
+    n = int(state["archive"]["elites"]["index"].numel())
+    assert n >= 12
+    cfg = DistillConfig(bc_hidden=(64, 64), bc_steps=3000, bc_batch_size=256)
+    policy, m = distill_archive(task, state, "bc", cfg)
+    assert m["cells"] == n and m["reference_max_abs_fitness_change"] == 0.0
+    assert m["desc_error_cells"] < 0.5, m
+    assert m["reinserted_qd_score_pct"] > 95.0 and m["qd_score_pct"] > 98.0, m
+    # The same architecture untrained commands nothing: far from the elites.
+    _, m0 = distill_archive(task, state, "bc", dataclasses.replace(cfg, bc_steps=0))
+    assert m0["desc_error_cells"] > 2.0 and m0["reinserted_qd_score_pct"] < 70.0, m0
+    # The folded input standardization: pi reads raw observations and descriptors.
+    env = task.make_env(3)
+    obs = task.reset(env)
+    d = state["archive"]["elites"]["descriptor"][:3].float()
+    from rlkd.qd import population_forward
+
+    torch.testing.assert_close(population_forward(policy.actor.policy, policy.genotypes(d), obs),
+                               policy(obs, d), rtol=0, atol=1e-5)
+
+
+def test_td3_distillation_shapes_and_refusals():
+    from rlkd.agents.dcg_map_elites import QDAlgorithm, preset
+
+    alg = QDAlgorithm(get_task("AGVOmni-v0"), preset("dcg-me", batch_size=16, **TINY), seed=0,
+                      **SHORT)
+    for _ in range(2):
+        alg.step()
+    state = alg.state_dict()
+    policy, m = distill_archive(alg.task, state, "td3", env_overrides=SHORT)
+    e = state["archive"]["elites"]
+    n = int(e["index"].numel())
+    assert policy.method == "td3" and policy.desc_dim == 2 and m["cells"] == n
+    # It is the run's actor: folded genotypes equal the actor's own fold.
+    assert policy.genotypes(e["descriptor"]).equal(alg.actor.fold(e["descriptor"].float()))
+    res = command_result(policy, alg.task, alg.task.make_env(n, **SHORT), e["descriptor"])
+    assert res.fitness.shape == (n,) and res.descriptor.shape == (n, 2)
+    for k in ("qd_score_pct", "desc_error_cells", "reinserted_qd_score_pct"):
+        assert torch.isfinite(torch.tensor(m[k])), k
+    assert m["reinserted_qd_score"] <= m["qd_score"] + 1e-9
+    with pytest.raises(ValueError, match="needs a dcg-me run"):
+        resolve_method("td3", "me")
+    assert resolve_method("auto", "me") == "bc" and resolve_method("auto", "dcg-me") == "td3"
+    assert resolve_method("none", "dcg-me") is None
+
+
+def test_run_dir_distill_rerun_play_and_videos(tmp_path):
+    run = tmp_path / "run"
+    res = run_qd("AGVOmni-v0", "dcg-me", 32, 16, 1, run, overrides=dict(TINY), progress=False,
+                 env_overrides=SHORT, distill="td3", videos=True)
+    assert res["distilled"]["method"] == "td3"
+    assert (run / "videos" / "elites.mp4").stat().st_size > 1000
+    assert (run / "videos" / "distilled.mp4").stat().st_size > 1000
+    # Re-run on the finished directory: bc added, td3 kept, bc the default.
+    res2 = run_qd(resume=run, progress=False, distill="bc", videos=False,
+                  distill_cfg=DistillConfig(bc_steps=20))
+    assert res2["iterations"] == res["iterations"] and res2["distilled"]["method"] == "bc"
+    table = json.loads((run / DISTILL_JSON).read_text())
+    assert sorted(table) == ["bc", "td3"]
+    assert load_distilled(run).method == "bc" and load_distilled(run, "td3").method == "td3"
+    ck = load_checkpoint(run / DISTILLED, required=("policies",))
+    assert ck["default"] == "bc"
+    # rlkd play's resolution: the policy commanded with an elite's descriptor, from the task's
+    # start, reaches exactly what the batched evaluation of that command reaches.
+    from rlkd.policies import policy_source
+
+    e = load_checkpoint(run / CHECKPOINT)["state"]["archive"]["elites"]
+    d = e["descriptor"][0].float()
+    text = ",".join(f"{v:.9f}" for v in d.tolist())
+    env_id, overrides, factory, label = policy_source(str(run), descriptor=text)
+    import rlkd
+
+    env = factory.wrap_env(rlkd.make(env_id, num_envs=2, seed=5, **overrides))
+    policy = factory(env)
+    obs, _ = env.reset(seed=5)
+    for _ in range(25):
+        obs, *_ = env.step(policy(obs))
+    fit, desc = env.summary()
+    task = get_task("AGVOmni-v0")
+    cmd = torch.tensor([float(v) for v in text.split(",")])[None]
+    ref = command_result(load_distilled(run), task, task.make_env(1, **SHORT), cmd)
+    torch.testing.assert_close(desc[0], task.normalize(ref.descriptor)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(fit[0], ref.fitness[0], rtol=0, atol=1e-5)
+    assert "cell widths" in factory.report(env)
+
+
+def _cli(*argv, timeout=120):
+    return subprocess.run([sys.executable, "-m", "rlkd", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _one_line(p, expected):
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
+    assert expected in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.fixture(scope="module")
+def me_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("qd") / "me"
+    run_qd("AGVOmni-v0", "me", 16, 16, 0, run, overrides=dict(TINY), progress=False,
+           env_overrides=SHORT, distill="bc", videos=False, distill_cfg=DistillConfig(bc_steps=5))
+    return run
+
+
+@pytest.mark.parametrize("descriptor, expected", [
+    ("0.1,0.2,0.3", "--descriptor has 3 value(s); AGVOmni-v0 has 2 descriptors"),
+    ("0.5,1.5", "1.5 is outside [-1, 1]"),
+    ("left,up", "is not comma-separated numbers"),
+])
+def test_play_bad_descriptor_is_one_line(me_run, descriptor, expected):
+    _one_line(_cli("play", str(me_run), f"--descriptor={descriptor}", "--steps", "2"), expected)
+
+
+def test_play_descriptor_without_qd_run_and_qd_run_without_descriptor(me_run):
+    from rlkd.policies import policy_source
+
+    with pytest.raises(ValueError, match="is not one"):
+        policy_source("AGVWarehouse-v0", descriptor="0,0")
+    with pytest.raises(ValueError, match="is a QD run: give --descriptor"):
+        policy_source(str(me_run))
+
+
+def test_resume_onto_another_archive_shape_is_one_line(me_run):
+    with pytest.raises(ValueError, match=r"has cells \[32, 32\] of .* this build \[8, 8\]"):
+        run_qd(resume=me_run, overrides={"cells": (8, 8)}, progress=False)
+    _one_line(_cli("qd", "--resume", str(me_run), "--qd", "policy_hidden=[4, 4]"),
+              "start a new --out for another archive shape")
+
+
+def test_qd_bad_distill_is_one_line_and_writes_nothing(tmp_path):
+    _one_line(_cli("qd", "AGVOmni-v0", "--algo", "me", "--distill", "td3", "--out",
+                   str(tmp_path / "r")), "--distill td3 needs a dcg-me run")
+    assert not (tmp_path / "r").exists()
