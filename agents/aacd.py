@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlkd.agents.ppo import PPO, PPO_ALIASES, PPOConfig, gaussian_entropy, gaussian_kl, \
-    gaussian_log_prob
+    gaussian_log_prob, value_loss
 from rlkd.agents.registry import register_agent
 from rlkd.core.distributed import allreduce_grads_, allreduce_mean
 from rlkd.nn import group_specs
@@ -311,12 +311,7 @@ class AACD(PPO):
                 # how well the teacher's values fit the student's returns).
                 with torch.set_grad_enabled(not frozen):
                     values = pol.value(obs)
-                    ret, v_old = mb["returns"], mb["values"]
-                    if cfg.clip_value:
-                        v_clip = v_old + (values - v_old).clamp(-cfg.clip_eps, cfg.clip_eps)
-                        v_loss = torch.max((values - ret) ** 2, (v_clip - ret) ** 2).mean(0).sum()
-                    else:
-                        v_loss = ((values - ret) ** 2).mean(0).sum()
+                    v_loss = value_loss(values, mb["values"], mb["returns"], cfg)
                 entropy = gaussian_entropy(sigma).mean()
                 loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
                 stats.update({"losses/policy_loss": surrogate.item(),

@@ -120,6 +120,16 @@ def gaussian_kl(mu0, sigma0, mu1, sigma1) -> torch.Tensor:
             + (sigma0 ** 2 + (mu0 - mu1) ** 2) / (2 * sigma1 ** 2) - 0.5).sum(-1)
 
 
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+               cfg: PPOConfig) -> torch.Tensor:
+    """Value loss summed over heads, ``(B, H) -> ()``: ``mean max((V - R)^2, (V_clip - R)^2)``
+    with ``V_clip = V_old + clip(V - V_old, -eps, eps)`` when ``cfg.clip_value``, else the MSE."""
+    if cfg.clip_value:
+        v_clip = old_values + (values - old_values).clamp(-cfg.clip_eps, cfg.clip_eps)
+        return torch.max((values - returns) ** 2, (v_clip - returns) ** 2).mean(0).sum()
+    return ((values - returns) ** 2).mean(0).sum()
+
+
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, last_values: torch.Tensor,
                 dones: torch.Tensor, gammas: torch.Tensor, lam: float,
                 episodic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,12 +308,7 @@ class PPO(Algorithm):
             ratio = torch.exp(logp - mb["log_prob"])
             surrogate = torch.max(-adv * ratio,
                                   -adv * ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)).mean()
-            ret, v_old = mb["returns"], mb["values"]
-            if cfg.clip_value:
-                v_clip = v_old + (values - v_old).clamp(-cfg.clip_eps, cfg.clip_eps)
-                v_loss = torch.max((values - ret) ** 2, (v_clip - ret) ** 2).mean(0).sum()
-            else:
-                v_loss = ((values - ret) ** 2).mean(0).sum()
+            v_loss = value_loss(values, mb["values"], mb["returns"], cfg)
             entropy = gaussian_entropy(sigma).mean()
             loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
 
@@ -367,6 +372,17 @@ def build_ppo(env, cfgs: dict[str, Any], seed: int = 0, intrinsic_cls: type | No
         dim = env.observation_spaces[icfg.obs_group].shape[0]
         intrinsic = intrinsic_cls(dim, env.num_envs, icfg, device=env.device, seed=seed)
     return PPO(env, cfgs["ppo"], intrinsic=intrinsic, seed=seed)
+
+
+def register_intrinsic_agent(name: str, intrinsic_cls: type, config_cls: type,
+                             description: str) -> None:
+    """Register ``name`` as PPO with the intrinsic-reward module ``intrinsic_cls`` (sections
+    ``ppo`` and ``intrinsic``); used by :mod:`rlkd.agents.rnd` and :mod:`rlkd.agents.rdd`."""
+    from functools import partial
+
+    register_agent(name, partial(build_ppo, intrinsic_cls=intrinsic_cls),
+                   sections={"ppo": PPOConfig, "intrinsic": config_cls}, aliases=PPO_ALIASES,
+                   description=description)
 
 
 #: Renamed keys of PPOConfig that old runs' configs still use.

@@ -54,16 +54,12 @@ class RDD(RND):
         return sigma ** 2 * k / n
 
 
+
 def _register() -> None:
-    from functools import partial
+    from rlkd.agents.ppo import register_intrinsic_agent
 
-    from rlkd.agents.ppo import PPO_ALIASES, PPOConfig, build_ppo
-    from rlkd.agents.registry import register_agent
-
-    register_agent("ppo-rdd", partial(build_ppo, intrinsic_cls=RDD),
-                   sections={"ppo": PPOConfig, "intrinsic": RDDConfig}, aliases=PPO_ALIASES,
-                   description="PPO + Random Distribution Distillation intrinsic reward "
-                               "(Fang et al. 2025)")
+    register_intrinsic_agent("ppo-rdd", RDD, RDDConfig,
+                             "PPO + Random Distribution Distillation intrinsic reward (Fang et al. 2025)")
 
 
 _register()

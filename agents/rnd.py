@@ -170,16 +170,12 @@ class RND(nn.Module):
         self.env_steps = int(sd["env_steps"])
 
 
+
 def _register() -> None:
-    from functools import partial
+    from rlkd.agents.ppo import register_intrinsic_agent
 
-    from rlkd.agents.ppo import PPO_ALIASES, PPOConfig, build_ppo
-    from rlkd.agents.registry import register_agent
-
-    register_agent("ppo-rnd", partial(build_ppo, intrinsic_cls=RND),
-                   sections={"ppo": PPOConfig, "intrinsic": RNDConfig}, aliases=PPO_ALIASES,
-                   description="PPO + Random Network Distillation intrinsic reward "
-                               "(Burda et al. 2018)")
+    register_intrinsic_agent("ppo-rnd", RND, RNDConfig,
+                             "PPO + Random Network Distillation intrinsic reward (Burda et al. 2018)")
 
 
 _register()

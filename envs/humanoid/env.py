@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from rlkd.core.env import BatchedEnv, Obs
+from rlkd.sim.mujoco.env_state import MujocoEnvState
 from rlkd.core.spaces import action_box, box
 from rlkd.render.frames import tile_frames
 
@@ -144,7 +145,7 @@ def _observation_parts(nd: int, n_ee: int, future_steps) -> dict[str, list[tuple
             "critic": critic}
 
 
-class HumanoidMotionEnv(BatchedEnv):
+class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
     """Batched humanoid motion tracking; see the module docstring for the full manual."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -422,20 +423,7 @@ class HumanoidMotionEnv(BatchedEnv):
             frames = [np.concatenate((f, r), axis=1) for f, r in zip(frames, refs)]
         return tile_frames(frames, cols=cols)
 
-    # ------------------------------------------------------------------ exact resume
-    def state_dict(self) -> dict[str, Any]:
-        """The base env state plus MuJoCo's full integration state of every world."""
-        state = super().state_dict()
-        state["sim"] = self.sim.get_state().clone()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "sim" not in state:
-            raise ValueError("env state has no 'sim' entry (MuJoCo state): was it saved by "
-                             f"another task than {type(self).__name__}?")
-        super().load_state_dict(state)
-        self.sim.set_state(state["sim"])
-
+    # ------------------------------------------------------------------ resources
     def close(self) -> None:
         for sim in (self.sim, getattr(self, "_ref_sim", None)):
             if sim is not None:

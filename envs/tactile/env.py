@@ -72,6 +72,7 @@ import numpy as np
 import torch
 
 from rlkd.core.env import BatchedEnv, Obs
+from rlkd.sim.mujoco.env_state import MujocoEnvState
 from rlkd.core.params import ParamGuard
 from rlkd.core.spaces import action_box, box
 from rlkd.render.frames import tile_frames
@@ -102,7 +103,7 @@ def scene_spec(cfg: TactilePegConfig) -> SceneSpec:
     return SceneSpec(clearance=cfg.clearance, socket_depth=cfg.socket_depth)
 
 
-class TactilePegEnv(BatchedEnv):
+class TactilePegEnv(MujocoEnvState, BatchedEnv):
     """Batched tactile peg insertion; see the module docstring for the full manual."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
@@ -346,19 +347,6 @@ class TactilePegEnv(BatchedEnv):
         ids = torch.as_tensor([0] if env_ids is None else env_ids).reshape(-1)
         frames = self.sim.render(ids, width=width, height=int(width * 3 / 4), camera=camera)
         return tile_frames(list(frames), cols=cols)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The base env state plus MuJoCo's full integration state of every world."""
-        state = super().state_dict()
-        state["sim"] = self.sim.get_state().clone()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "sim" not in state:
-            raise ValueError("env state has no 'sim' entry (MuJoCo state): was it saved by "
-                             f"another task than {type(self).__name__}?")
-        super().load_state_dict(state)
-        self.sim.set_state(state["sim"])
 
     def close(self) -> None:
         self.sim.close()
