@@ -87,10 +87,13 @@ def main() -> None:
                               "the cores of this process)"}
     else:
         rec = json.loads(record.read_text())
-        if rec.get("resumed"):
-            raise SystemExit(f"{record}: that run was resumed after a crash; its wall-clock is "
-                             f"partial. Use --train-alone.")
-        wall_clock = {"seconds": rec["wall_s"], "command": rec["command"],
+        rows0 = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        # A resumed run's recorded wall-clock covers only the part after the resume: use the
+        # training loop's own time (sum over iterations of env steps / SPS), video excluded.
+        seconds = (sum((r1["env_steps"] - r0) / r1["charts/SPS"] for r0, r1 in
+                       zip([0] + [r["env_steps"] for r in rows0[:-1]], rows0))
+                   if rec.get("resumed") else rec["wall_s"])
+        wall_clock = {"seconds": seconds, "resumed": bool(rec.get("resumed")), "command": rec["command"],
                       "source": _rel(record),
                       "shared_cpu": rec["concurrent_processes"] > 1,
                       "concurrent_processes": rec["concurrent_processes"],

@@ -17,7 +17,7 @@ from rlkd.train.config import TrainConfig
 #: TrainConfig fields whose command-line form differs from the dataclass field.
 _RENAMED = {"env_overrides": "set"}
 TRAIN_DOC = """Train a registered agent (`rlkd list agents`). With no arguments: the built-in default
-(AGV warehouse, ppo-rdd, 256 envs, 6M steps; 8-9 minutes on 2 CPU cores).
+(AGV warehouse, ppo-rdd, 256 envs, 6M steps; 10-15 minutes on 2 CPU cores).
 
 Overrides are key=value pairs parsed as YAML (numbers, booleans, lists): --set for the env
 config, --<section> for each of the agent's config sections (--ppo, --intrinsic, ...)."""
