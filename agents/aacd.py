@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlkd.agents.ppo import PPO, PPO_ALIASES, PPOConfig, gaussian_entropy, gaussian_kl, \
-    gaussian_log_prob, value_loss
+from rlkd.agents.ppo import PPO, PPO_ALIASES, PPOConfig, clipped_surrogate, gaussian_entropy, \
+    gaussian_kl, gaussian_log_prob, value_loss
 from rlkd.agents.registry import register_agent
 from rlkd.core.distributed import allreduce_grads_, allreduce_mean
 from rlkd.nn import group_specs
@@ -293,20 +293,9 @@ class AACD(PPO):
             stats = {"losses/approx_kl": kl.item()}
             loss = mu.new_zeros(())
             if acfg.rl:
-                # KL-adaptive learning rate, as PPO's.
-                if cfg.lr_schedule == "adaptive":
-                    if kl > 2.0 * cfg.desired_kl:
-                        self.learning_rate = max(1e-5, self.learning_rate / 1.5)
-                    elif 0.0 < kl < 0.5 * cfg.desired_kl:
-                        self.learning_rate = min(1e-2, self.learning_rate * 1.5)
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = self.learning_rate
-                adv = mb["advantages"][:, 0]
-                if cfg.normalize_advantages:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                self.adapt_learning_rate(kl)  # PPO's KL-adaptive schedule
                 ratio = torch.exp(gaussian_log_prob(mb["actions"], mu, sigma) - mb["log_prob"])
-                surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(
-                    1 - cfg.clip_eps, 1 + cfg.clip_eps)).mean()
+                surrogate = clipped_surrogate(mb["advantages"][:, 0], ratio, cfg)
                 # Clipped value loss; no gradient reaches a frozen critic (logged all the same:
                 # how well the teacher's values fit the student's returns).
                 with torch.set_grad_enabled(not frozen):

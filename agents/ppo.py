@@ -120,6 +120,14 @@ def gaussian_kl(mu0, sigma0, mu1, sigma1) -> torch.Tensor:
             + (sigma0 ** 2 + (mu0 - mu1) ** 2) / (2 * sigma1 ** 2) - 0.5).sum(-1)
 
 
+def clipped_surrogate(adv: torch.Tensor, ratio: torch.Tensor, cfg: PPOConfig) -> torch.Tensor:
+    """PPO's clipped surrogate loss ``mean max(-A rho, -A clip(rho, 1 - eps, 1 + eps))``,
+    ``(B,) -> ()``, with ``A`` normalized per minibatch when ``cfg.normalize_advantages``."""
+    if cfg.normalize_advantages:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)).mean()
+
+
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                cfg: PPOConfig) -> torch.Tensor:
     """Value loss summed over heads, ``(B, H) -> ()``: ``mean max((V - R)^2, (V_clip - R)^2)``
@@ -275,6 +283,20 @@ class PPO(Algorithm):
                                                 self.gammas, self.cfg.gae_lambda, self.episodic)
 
     # ------------------------------------------------------------------ update
+    @torch.no_grad()
+    def adapt_learning_rate(self, kl: torch.Tensor) -> None:
+        """The KL-adaptive schedule: lr / 1.5 when ``kl > 2 desired_kl``, x 1.5 when below half,
+        within [1e-5, 1e-2] (a no-op for ``lr_schedule="fixed"``)."""
+        cfg = self.cfg
+        if cfg.lr_schedule != "adaptive":
+            return
+        if kl > 2.0 * cfg.desired_kl:
+            self.learning_rate = max(1e-5, self.learning_rate / 1.5)
+        elif 0.0 < kl < 0.5 * cfg.desired_kl:
+            self.learning_rate = min(1e-2, self.learning_rate * 1.5)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.learning_rate
+
     def _combined_advantage(self, adv: torch.Tensor) -> torch.Tensor:
         if self.intrinsic is None:
             return adv[:, 0]
@@ -294,20 +316,10 @@ class PPO(Algorithm):
             # KL-adaptive learning rate (rsl_rl): identical on every rank via the mean KL.
             with torch.no_grad():
                 kl = allreduce_mean(gaussian_kl(mb["mu"], mb["sigma"], mu, sigma).mean())
-                if cfg.lr_schedule == "adaptive":
-                    if kl > 2.0 * cfg.desired_kl:
-                        self.learning_rate = max(1e-5, self.learning_rate / 1.5)
-                    elif 0.0 < kl < 0.5 * cfg.desired_kl:
-                        self.learning_rate = min(1e-2, self.learning_rate * 1.5)
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = self.learning_rate
+            self.adapt_learning_rate(kl)
 
-            adv = self._combined_advantage(mb["advantages"])
-            if cfg.normalize_advantages:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             ratio = torch.exp(logp - mb["log_prob"])
-            surrogate = torch.max(-adv * ratio,
-                                  -adv * ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)).mean()
+            surrogate = clipped_surrogate(self._combined_advantage(mb["advantages"]), ratio, cfg)
             v_loss = value_loss(values, mb["values"], mb["returns"], cfg)
             entropy = gaussian_entropy(sigma).mean()
             loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * entropy

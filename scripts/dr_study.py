@@ -270,7 +270,7 @@ def readme_table(an: dict, records: dict) -> str:
                     + ("—" if w["lo"] is None else f"[{100 * w['lo']:+.1f}, {100 * w['hi']:+.1f}]"))
         out.append(f"- {label} (points / %): {per}")
     walls = {k: v["wall_s"] for k, v in records.items()}
-    out.append(f"- training wall-clock (min): "
+    out.append("- training wall-clock (min): "
                + ", ".join(f"{k} {w / 60:.1f}" for k, w in sorted(walls.items())))
     return "\n".join(out)
 

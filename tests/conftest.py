@@ -9,6 +9,8 @@ keyed by the layout parameters, the number of layouts (the largest divisor of ``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -32,6 +34,16 @@ def zero_actions(env) -> torch.Tensor:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread for the test (float results independent of the thread
+    count), restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def gen() -> torch.Generator:
     """A seeded torch generator for actions."""
     return torch.Generator().manual_seed(1234)
@@ -43,3 +55,34 @@ def agv_env():
     env = rlkd.make(AGV, num_envs=8, seed=0, **FAST)
     env.reset(seed=0)
     return env
+
+
+# ---------------------------------------------------------------------------- humanoid motions
+#: The real mocap clip the motion tests retarget (CMU 131_01, a walk; see tests/data/mocap).
+CMU_BVH = Path(__file__).resolve().parent / "data" / "mocap" / "cmu" / "131_01.bvh"
+
+
+@pytest.fixture(scope="module")
+def skel():
+    """The humanoid's :class:`Skeleton`, compiled from its MJCF."""
+    from rlkd.envs.humanoid.skeleton import Skeleton
+
+    return Skeleton.from_mjcf()
+
+
+@pytest.fixture(scope="module")
+def cmu(skel):
+    """``(source, retargeted clip, retarget report)`` of :data:`CMU_BVH`."""
+    from rlkd.envs.humanoid.motions import load_bvh, retarget
+
+    src = load_bvh(CMU_BVH)
+    clip, report = retarget(src, skel)
+    return src, clip, report
+
+
+@pytest.fixture(scope="module")
+def walk(skel):
+    """The procedural walk clip."""
+    from rlkd.envs.humanoid.motions import procedural_clip
+
+    return procedural_clip("walk", skel)

@@ -42,7 +42,6 @@ from rlkd.envs.humanoid.motions import (
     retarget,
     save_npz,
 )
-from rlkd.envs.humanoid.skeleton import Skeleton
 
 
 BVH = Path(__file__).resolve().parent / "data" / "mocap" / "cmu" / "131_01.bvh"
@@ -233,11 +232,6 @@ def test_every_registered_env_and_preset_constructs(env_id):
 
 
 # ------------------------------------------------------------------------ clips out of range
-@pytest.fixture(scope="module")
-def skel():
-    return Skeleton.from_mjcf()
-
-
 def _excess(skel, clip) -> float:
     lo, hi = skel.dof_range[:, 0], skel.dof_range[:, 1]
     return float(np.maximum(lo - clip.joint_pos, clip.joint_pos - hi).max())

@@ -21,10 +21,9 @@ from rlkd.envs.humanoid.motions import (
     load_motion,
     load_npz,
     procedural_clip,
-    retarget,
     save_npz,
 )
-from rlkd.envs.humanoid.skeleton import ASSET_PATH, Skeleton
+from rlkd.envs.humanoid.skeleton import ASSET_PATH
 
 DATA = Path(__file__).resolve().parent / "data" / "mocap"
 BVH = DATA / "cmu" / "131_01.bvh"
@@ -33,23 +32,6 @@ BVH = DATA / "cmu" / "131_01.bvh"
 @pytest.fixture(scope="module")
 def model():
     return mujoco.MjModel.from_xml_path(str(ASSET_PATH))
-
-
-@pytest.fixture(scope="module")
-def skel():
-    return Skeleton.from_mjcf()
-
-
-@pytest.fixture(scope="module")
-def cmu(skel):
-    src = load_bvh(BVH)
-    clip, report = retarget(src, skel)
-    return src, clip, report
-
-
-@pytest.fixture(scope="module")
-def walk(skel):
-    return procedural_clip("walk", skel)
 
 
 def _fk(skel, clip, dtype=torch.float64):

@@ -5,7 +5,6 @@ plain per-sample reference, looping, phase sampling; and the tracking metrics
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,30 +15,9 @@ from rlkd.envs.humanoid.config import HumanoidMotionConfig
 from rlkd.envs.humanoid.motions import (
     MotionLibrary,
     clip_velocities,
-    load_bvh,
     procedural_clip,
-    retarget,
 )
-from rlkd.envs.humanoid.skeleton import Skeleton
 
-BVH = Path(__file__).resolve().parent / "data" / "mocap" / "cmu" / "131_01.bvh"
-
-
-@pytest.fixture(scope="module")
-def skel():
-    return Skeleton.from_mjcf()
-
-
-@pytest.fixture(scope="module")
-def cmu(skel):
-    src = load_bvh(BVH)
-    clip, report = retarget(src, skel)
-    return src, clip, report
-
-
-@pytest.fixture(scope="module")
-def walk(skel):
-    return procedural_clip("walk", skel)
 
 
 # ------------------------------------------------------------------------------------- sampling

@@ -21,12 +21,8 @@ TINY = dict(num_critic_training_steps=4, num_pg_training_steps=3, critic_hidden=
             policy_hidden=(8, 8), replay_size=20_000, transitions_batch_size=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One torch thread: exact comparisons (batched vs alone, resume) and timings in these tests.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_archive_insert_replace_and_nonfinite():

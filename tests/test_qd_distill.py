@@ -25,12 +25,8 @@ TINY = dict(num_critic_training_steps=4, num_pg_training_steps=3, critic_hidden=
 SHORT = {"max_episode_steps": 20}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One torch thread: exact comparisons (batched vs alone, resume) and timings in these tests.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_score_definitions_on_hand_made_numbers():

@@ -10,12 +10,8 @@ from rlkd.qd import PolicyShape, evaluate_population, get_task, population_forwa
 from rlkd.qd.tasks import QD_TASKS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One torch thread: exact comparisons (batched vs alone, resume) and timings in these tests.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _shape(env, hidden=(16, 16)):

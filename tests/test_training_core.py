@@ -292,22 +292,17 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path):
         load_policy(tmp_path / "nowhere.pt")
 
 
-def test_ppo_rdd_reproduces_the_losses_of_the_pre_registry_trainer(tmp_path):
+def test_ppo_rdd_reproduces_the_losses_of_the_pre_registry_trainer(tmp_path, one_thread):
     """Golden numbers of commit 8fb2971 (before agents were registered and models read groups),
     same seed, one torch thread: the refactor changed the structure, not the math."""
     import json
 
     from rlkd.train import OnPolicyRunner, TrainConfig
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = TrainConfig(agent="ppo-rdd", num_envs=64, steps=64 * 16 * 2, seed=0,
-                          out=str(tmp_path / "run"), video=False, progress=False,
-                          agent_cfg={"ppo": {"num_steps": 16}})
-        OnPolicyRunner(cfg).learn()
-    finally:
-        torch.set_num_threads(threads)
+    cfg = TrainConfig(agent="ppo-rdd", num_envs=64, steps=64 * 16 * 2, seed=0,
+                      out=str(tmp_path / "run"), video=False, progress=False,
+                      agent_cfg={"ppo": {"num_steps": 16}})
+    OnPolicyRunner(cfg).learn()
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     golden = [(-0.025953, 2.728251, 27.061743), (-0.009494, 0.826081, 18.377979)]
     for row, (pol, val, intr) in zip(rows, golden):

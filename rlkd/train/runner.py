@@ -23,7 +23,6 @@ import dataclasses
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
