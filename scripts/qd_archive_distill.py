@@ -390,8 +390,10 @@ def main(argv=None) -> None:
         return
     _, runs_dir = _paths(args)
     if not args.report_only:
-        todo = [(t, a, s) for t in args.tasks for a in args.algos
-                for s in range(args.seeds or (1 if q else SEEDS[t]))
+        # seed-major within a task: a study cut short still compares the algorithms on
+        # the same seeds
+        todo = [(t, a, s) for t in args.tasks
+                for s in range(args.seeds or (1 if q else SEEDS[t])) for a in args.algos
                 if not (runs_dir / f"{t}_{a}_s{s}.json").exists()]
         print(f"{len(todo)} runs to do in {runs_dir}", flush=True)
         passthrough = [f for f in ("--quick", "--videos") if getattr(args, f[2:])]

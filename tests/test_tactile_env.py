@@ -194,7 +194,7 @@ def test_tactile_noise_and_dropout_params():
 
 @pytest.mark.parametrize("key, value, allowed", [
     ("tactile_mode", "piezo", "one of 'contact', 'penalty'"),
-    ("tactile_obs", "image", "one of 'field', 'none'"),
+    ("tactile_obs", "depth", "one of 'field', 'image', 'both', 'none'"),
     ("tactile_rows", 0, "integer in [1, 200]"),
     ("tactile_noise_std", -0.1, "finite number >= 0"),
     ("tactile_dropout", math.nan, "finite number in [0, 1]"),

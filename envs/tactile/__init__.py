@@ -3,11 +3,14 @@ compliant, taxel-covered pads inserting a round peg in a socket of sub-millimetr
 
 * :mod:`~rlkd.envs.tactile.scene`: the generated MJCF scene (and the native-sensor oracle).
 * :mod:`~rlkd.envs.tactile.sensor`: the batched torch tactile force field.
+* :mod:`~rlkd.envs.tactile.image`: the batched torch tactile RGB image (three-light shading).
 * :mod:`~rlkd.envs.tactile.env`: ``TactilePegInsertion-v0``.
 """
 
 from .config import TactilePegConfig
+from .image import TactileImager
 from .scene import SceneSpec, scene_xml
 from .sensor import MODES, TactileSensor, cylinder_sdf
 
-__all__ = ["MODES", "SceneSpec", "TactilePegConfig", "TactileSensor", "cylinder_sdf", "scene_xml"]
+__all__ = ["MODES", "SceneSpec", "TactileImager", "TactilePegConfig", "TactileSensor",
+           "cylinder_sdf", "scene_xml"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rlkd.core.config import integer, knob, number, one_of, require, validate_fields
+from rlkd.core.config import flag, integer, knob, number, one_of, require, validate_fields
 
 #: Shorthand rule: a finite number >= 0 (weights, noise levels, ranges).
 NONNEG = number(lo=0)
@@ -57,8 +57,10 @@ class TactilePegConfig:
     """... and at most this high (uniform in between), m."""
 
     # --- tactile sensing
-    tactile_obs: str = knob("field", one_of("field", "none"))
-    """``"field"``: ``obs["tactile"]`` ``(N, 2, 3, R, C)``; ``"none"``: no tactile group."""
+    tactile_obs: str = knob("field", one_of("field", "image", "both", "none"))
+    """Tactile groups: ``"field"``: ``obs["tactile"]`` ``(N, 2, 3, R, C)`` float32 force field;
+    ``"image"``: ``obs["tactile_image"]`` ``(N, 2, 3, H, W)`` uint8 RGB images (see
+    :mod:`rlkd.envs.tactile.image`); ``"both"``: both groups; ``"none"``: no tactile group."""
     tactile_mode: str = knob("contact", one_of("contact", "penalty"))
     """Force-field model (see :mod:`rlkd.envs.tactile.sensor`)."""
     tactile_rows: int = knob(20, integer(lo=1, hi=200))
@@ -75,6 +77,19 @@ class TactilePegConfig:
     """Gaussian noise added to every field value, the field's units (param)."""
     tactile_dropout: float = knob(0.0, number(lo=0, hi=1))
     """Probability that a taxel reads zero on all channels, per step (param)."""
+    tactile_image_height: int = knob(80, integer(lo=1, hi=512))
+    """Tactile image rows per pad ``H`` (along the finger; TacSL: 80; a CPU study may use 40)."""
+    tactile_image_width: int = knob(60, integer(lo=1, hi=512))
+    """Tactile image columns per pad ``W`` (across the finger; TacSL: 60; CPU: 30)."""
+    tactile_image_blur: float = knob(1.0, number(lo=0, hi=20))
+    """Gaussian blur of the gel's height map (elastomer spread), sigma in pixels (0 = none)."""
+    tactile_image_max_depth: float = knob(0.0015, number(lo=0, hi=0.01, lo_open=True))
+    """Gel depth, m: penetration beyond it reads as it (the height map is clipped there)."""
+    tactile_image_noise: float = knob(0.0, NONNEG)
+    """Gaussian noise added to every image pixel and channel, intensity units 0-255 (param)."""
+    tactile_image_compile: bool = knob(False, flag())
+    """Run the image's depth and shading through ``torch.compile`` (~2x faster on one CPU
+    thread, 10-30 s to compile at the first observation); eager when False, the default."""
 
     # --- reward (TacSL / IndustReal: squashed keypoint distance, success bonus, action rate)
     num_keypoints: int = knob(4, integer(lo=2, hi=16))
