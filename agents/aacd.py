@@ -9,7 +9,7 @@ DESIGN.md section 9.4. An online recipe for policies whose sensors are expensive
 
 **Stage 2, student** (this file, ``--agent aacd``)::
 
-    rlkd train TactilePegInsertion-v0 --agent aacd --aacd teacher=runs/teacher --out runs/student
+    rlkd train TactilePegInsertion-v0 --agent aacd --teacher runs/teacher --out runs/student
 
 * a **fresh actor** ``pi_s(a | o)`` on what a real robot has, ``o = [policy, tactile]``
   (``ppo.actor_groups``; an MLP for the float force field, the small CNN for uint8 tactile
@@ -122,9 +122,9 @@ def load_teacher_checkpoint(source: str, env) -> tuple[Path, dict[str, Any]]:
     than one value head.
     """
     if not source:
-        raise CheckpointError("aacd needs a teacher: --aacd teacher=RUN, the run directory or "
-                              "training checkpoint of `rlkd train ENV --agent ppo --ppo "
-                              "actor_groups=[critic]`")
+        raise CheckpointError("aacd needs a teacher: --teacher RUN (or --aacd teacher=RUN), "
+                              "the run directory or training checkpoint of `rlkd train ENV "
+                              "--agent ppo --ppo actor_groups=[critic]`")
     try:
         path, ck = load_training_checkpoint(source, device=env.device)
     except CheckpointError as e:

@@ -147,7 +147,7 @@ def _other_groups(ck):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("none", "aacd needs a teacher: --aacd teacher=RUN"),
+    ("none", r"aacd needs a teacher: --teacher RUN \(or --aacd teacher=RUN\)"),
     ("missing", "file not found"),
     ("exported", "is an exported policy .actor only.; aacd copies the teacher's critic"),
     ("other_env", "was trained on AGVWarehouse-v0, this run is on TactilePegInsertion-v0"),
@@ -187,3 +187,18 @@ def test_rlkd_list_agents_shows_aacd(capsys):
     text = capsys.readouterr().out
     assert "aacd: AACD" in text and "--aacd (rlkd.agents.aacd.AACDConfig)" in text
     assert "critic_warmup = 20" in text and "actor_groups = ('policy', 'tactile')" in text
+
+
+def test_teacher_flag_is_the_sections_teacher_field():
+    import tyro
+
+    from rlkd.train.cli import config_from_args, train_args_class
+
+    parse = lambda *a: config_from_args(tyro.cli(train_args_class(), args=[ENV, *a]))  # noqa: E731
+    short = parse("--agent", "aacd", "--teacher", "runs/t", "--aacd", "bc_coef=0.5")
+    long = parse("--agent", "aacd", "--aacd", "teacher=runs/t", "bc_coef=0.5")
+    assert short.agent_cfg == long.agent_cfg == {"aacd": {"teacher": "runs/t", "bc_coef": 0.5}}
+    with pytest.raises(SystemExit, match="agent 'ppo' takes no teacher"):
+        parse("--agent", "ppo", "--teacher", "runs/t")
+    with pytest.raises(SystemExit, match="disagree"):
+        parse("--agent", "aacd", "--teacher", "runs/t", "--aacd", "teacher=runs/u")

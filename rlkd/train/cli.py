@@ -136,6 +136,11 @@ def train_args_class() -> type:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             spec.append((f.name, Annotated[hints[f.name], tyro.conf.arg(help=doc)],
                          dataclasses.field(default=default)))
+    spec.append(("teacher", Annotated[Optional[str], tyro.conf.arg(
+        help="Teacher of a distillation agent (run directory, training checkpoint or "
+             "expert:<name>): shorthand for --<section> teacher=... of the agent's config "
+             "section that has a teacher field (aacd: --aacd teacher=RUN).")],
+        dataclasses.field(default=None)))
     spec.append(("resume", Annotated[Optional[Path], tyro.conf.arg(
         help="Continue this run directory from its last checkpoint, exactly: --steps may raise "
              "the budget, other flags come from the run's config.yaml.")],
@@ -143,6 +148,30 @@ def train_args_class() -> type:
     cls = dataclasses.make_dataclass("TrainArgs", spec)
     cls.__doc__ = TRAIN_DOC + "\n\nRegistered agents:\n" + _agents_doc()
     return cls
+
+
+def teacher_section(sections: dict[str, type]) -> str | None:
+    """The config section (of an agent's ``sections``) whose dataclass has a ``teacher`` field,
+    or ``None``."""
+    for section, cls in sections.items():
+        if dataclasses.is_dataclass(cls) and "teacher" in {f.name for f in dataclasses.fields(cls)}:
+            return section
+    return None
+
+
+def _put_teacher(cfg: dict[str, dict], agent: str, sections: dict[str, type], teacher: str
+                 ) -> None:
+    """``--teacher X`` as ``cfg[section]["teacher"] = X``; refuses an agent without a teacher
+    and a second, different teacher given in the section itself."""
+    section = teacher_section(sections)
+    if section is None:
+        raise UsageError(f"--teacher: agent {agent!r} takes no teacher (distillation agents "
+                         f"do: see `rlkd list agents`)")
+    given = cfg.get(section, {}).get("teacher")
+    if given is not None and str(given) != teacher:
+        raise UsageError(f"--teacher {teacher} and --{section} teacher={given} disagree; "
+                         f"give one")
+    cfg.setdefault(section, {})["teacher"] = teacher
 
 
 def config_from_args(args) -> TrainConfig:
@@ -162,6 +191,8 @@ def config_from_args(args) -> TrainConfig:
                                      f"(its sections: {', '.join(own) or 'none'})")
                 if pairs:
                     cfg[section] = parse_overrides(pairs, f"--{section}")
+            if getattr(args, "teacher", None) is not None:
+                _put_teacher(cfg, args.agent, own, args.teacher)
             values["agent_cfg"] = cfg
         elif f.name in _RENAMED:
             values[f.name] = parse_overrides(getattr(args, _RENAMED[f.name]))
