@@ -100,6 +100,12 @@ class TactilePegConfig:
     """Squashing scale ``a``, 1/m."""
     keypoint_b: float = knob(2.0, NONNEG)
     """Squashing offset ``b``."""
+    w_keypoint_fine: float = knob(1.0, NONNEG)
+    """Weight of a second, fine squashed term ``1 / (exp(a_f d) + exp(-a_f d))`` (Factory /
+    Isaac Lab's ``keypoint_coef_fine`` [100, 0]): it peaks at 0.5 when seated and keeps a
+    gradient in the last millimetres, where the coarse term is flat. 0: the coarse term alone."""
+    keypoint_fine_a: float = knob(100.0, POSITIVE)
+    """Fine term's scale ``a_f``, 1/m."""
     w_success: float = knob(10.0, NONNEG)
     """Bonus on the step the peg is seated."""
     w_action_rate: float = knob(0.01, NONNEG)

@@ -47,7 +47,8 @@ tactile_image  2x3x   with ``tactile_obs`` ``"image"`` or ``"both"``: per pad (r
                       three-light shading on a fixed flat-gel background; 80 x 60 by default)
 =============  =====  =========================================================================
 
-**Reward**: ``w_keypoint / (exp(a d) + b + exp(-a d))`` of ``d``, the mean distance between
+**Reward**: ``w_keypoint / (exp(a d) + b + exp(-a d)) + w_keypoint_fine / (exp(a_f d) +
+exp(-a_f d))`` of ``d`` (a coarse and a fine term, Factory's [50, 2] and [100, 0]), the mean distance between
 ``num_keypoints`` points along the peg axis and the same points of a peg seated upright at the
 bottom of the hole (Factory / IndustReal's squashing, as TacSL); ``+ w_success`` on the step the
 peg is seated; ``- w_action_rate ||a_t - a_{t-1}||^2``. Terms in ``info["reward_terms"]``.
@@ -337,7 +338,9 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
         dropped = torch.linalg.vector_norm(st["peg_in_hand"], dim=-1) > c.drop_distance
         force = torch.linalg.vector_norm(st["peg_force"], dim=-1)
         over = (force > c.max_force) & ~dropped
+        af = c.keypoint_fine_a * dist
         terms = {"keypoint": c.w_keypoint / (torch.exp(a) + c.keypoint_b + torch.exp(-a)),
+                 "keypoint_fine": c.w_keypoint_fine / (torch.exp(af) + torch.exp(-af)),
                  "success": c.w_success * success.float(),
                  "action_rate": -c.w_action_rate * (self.last_action - self.prev_action
                                                     ).square().sum(-1)}
