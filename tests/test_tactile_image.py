@@ -345,3 +345,6 @@ def test_compiled_image_equals_eager():
     pose = _peg([0.0003, 0.0008, -0.001], along="y", x=0.001)
     a, b = im.compute(*pose), comp.compute(*pose)
     assert (a.int() - b.int()).abs().max() <= 1 and (a != b).float().mean() < 1e-3
+    # Blocks of CHUNK envs (the compiled path's cache-sized blocks) change nothing.
+    comp.CHUNK = 2
+    assert torch.equal(comp.compute(*pose), b)

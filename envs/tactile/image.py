@@ -225,6 +225,9 @@ class TactileImager:
         self._depth = (torch.compile(self.grid.compute_depth, dynamic=True) if compile
                        else self.grid.compute_depth)
 
+    #: Envs per block of the compiled path (see :meth:`render`).
+    CHUNK = 64
+
     def depth(self, finger_pos: torch.Tensor, finger_quat: torch.Tensor, peg_pos: torch.Tensor,
               peg_quat: torch.Tensor) -> torch.Tensor:
         """``(N, P, H, W)`` float32 penetration depth at the pixels, m (finger poses ``(N, P,
@@ -243,7 +246,9 @@ class TactileImager:
         noisy = rng is not None and noise_std is not None and bool((noise_std > 0).any())
         args = (depth.float(), self.background_f, self.ops, self.max_depth, self.lights)
         if self._compiled is not None:
-            img = self._compiled(*args)
+            # in blocks of CHUNK envs: a block's intermediates (~10 float maps of P x H x W per
+            # env) stay in cache; all 512 envs at once ran 1.4x slower per env than 64 did
+            img = torch.cat([self._compiled(d, *args[1:]) for d in args[0].split(self.CHUNK)])
         else:  # the background everywhere, then the shaded pixels written over it
             index, delta = shade_sparse(*args)
             pad_row, pix = index // (hh * ww), index % (hh * ww)       # (env, pad), pixel
@@ -264,8 +269,14 @@ class TactileImager:
                 peg_quat: torch.Tensor, *, noise_std: torch.Tensor | None = None, rng=None,
                 env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Poses (as :meth:`depth`) -> ``uint8 (N, P, 3, H, W)`` images (see :meth:`render`)."""
-        return self.render(self.depth(finger_pos, finger_quat, peg_pos, peg_quat), noise_std,
-                           rng, env_ids)
+        if self._compiled is not None and len(peg_pos) > self.CHUNK:
+            c = self.CHUNK
+            depth = torch.cat([self.depth(finger_pos[i:i + c], finger_quat[i:i + c],
+                                          peg_pos[i:i + c], peg_quat[i:i + c])
+                               for i in range(0, len(peg_pos), c)])
+        else:
+            depth = self.depth(finger_pos, finger_quat, peg_pos, peg_quat)
+        return self.render(depth, noise_std, rng, env_ids)
 
 
 # ---------------------------------------------------------------------- rendering helpers
