@@ -24,3 +24,7 @@ if "AGVWarehouse-v0" not in _REGISTRY:
     register("TactilePegInsertion-v0", "rlkd.envs.tactile.env:TactilePegEnv", _TactileConfig,
              description="Parallel gripper on a 6-DoF wrist seats a round 8 mm peg in a 0.2 mm "
                          "clearance socket; two 20x25 tactile force fields (after TacSL)")
+    register("TactilePegPlacement-v0", "rlkd.envs.tactile.placement:TactilePegPlacementEnv",
+             _TactileConfig, overrides={"task": "placement"},
+             description="The tactile gripper stands its peg upright on a floor marker (3 mm, "
+                         "5 deg) and lets go for 0.5 s; action adds open/close (after TacSL)")

@@ -109,7 +109,10 @@ def _parts() -> dict[str, list[tuple[str, int]]]:
 
 
 def scene_spec(cfg: TactilePegConfig) -> SceneSpec:
-    """The scene numbers a config asks for."""
+    """The scene numbers a config asks for (placement: :func:`.placement.placement_spec`)."""
+    if cfg.task == "placement":
+        from .placement import placement_spec
+        return placement_spec(cfg)
     return SceneSpec(clearance=cfg.clearance, socket_depth=cfg.socket_depth)
 
 
@@ -127,6 +130,14 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
     }
     REPORT_METRICS = {"depth": "max", "contact_force": "max"}
     STEP_TORCH_THREADS = 1  # MuJoCo's own thread pool occupies the cores during the physics
+
+    def __new__(cls, cfg: TactilePegConfig | None = None, *args, **kwargs):
+        # The task knob picks the class, whichever id was made: task="placement" builds
+        # rlkd.envs.tactile.placement.TactilePegPlacementEnv (a subclass: its __init__ runs).
+        if cls is TactilePegEnv and getattr(cfg, "task", "insertion") == "placement":
+            from .placement import TactilePegPlacementEnv
+            cls = TactilePegPlacementEnv
+        return super().__new__(cls)
 
     def __init__(self, cfg: TactilePegConfig, num_envs: int = 1, device="cpu", seed: int = 0,
                  validate_actions: bool = True):

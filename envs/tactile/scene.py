@@ -4,6 +4,9 @@ World frame: z up, metres. The socket's hole is centred on the world z axis; its
 boxes standing on the floor (z = 0) whose inner faces bound a square hole of side
 ``2 * peg_radius + clearance`` (the *diametral* clearance: a centred peg has ``clearance / 2``
 of play on each side), ``socket_depth`` deep, so the hole's bottom is the floor.
+Placement (``SceneSpec(socket=False)``, :func:`rlkd.envs.tactile.placement.placement_spec`):
+no walls, a non-colliding ``marker`` disc on the origin instead, and the floor's own contact
+numbers (``floor_solref`` / ``floor_solimp``).
 
 The gripper: a ``hand`` body on six wrist joints in the world frame (slides ``wrist_x/y/z``,
 then hinges ``wrist_rx/ry/rz`` about the hand's x, y, z axes, in that order), each driven by a
@@ -109,6 +112,26 @@ class SceneSpec:
     taxels: tuple[int, int] = (20, 25)
     """Oracle only: native ``<tactile>`` plate resolution (rows, cols)."""
 
+    # --- placement (TactilePegPlacement-v0)
+    socket: bool = True
+    """``True``: the insertion socket's four walls; ``False`` (placement): no walls, only the
+    floor and a non-colliding ``marker`` disc on the world origin (the placement target)."""
+    marker_radius: float = 0.007
+    """Placement only: radius of the visual ``marker`` disc (0.5 mm thick, on the floor), m."""
+    floor_solref: tuple[float, float] | None = None
+    """The floor's own contact ``solref`` (``None``: the socket class, as insertion). A peg
+    standing on the floor needs softer numbers than the walls: under the socket's ``solimp``
+    (0.1 mm width, 0.999) an upright peg tilted 1 deg topples and gains energy, where MuJoCo's
+    default ``solimp`` with ``solref`` 0.01 rights it up to 8 deg and topples it from 10 deg
+    (the true limit: atan(r / (L/2)) = 9.1 deg); measured in ``tests/test_tactile_placement.py``."""
+    floor_solimp: tuple[float, ...] | None = None
+    """The floor's own contact ``solimp`` (``None``: the socket class)."""
+    ls_iterations: int = 20
+    """Newton line-search iterations per solver iteration. 20 (insertion's) lets the grasp
+    glitch on rare substeps (the solver stops after 0 iterations: the held peg jumps ~4 mm and
+    turns ~10 deg in 2 ms while the wrist turns); 50 (MuJoCo's default, placement's) removes
+    the cases seen."""
+
 
 #: The builtin ``plate`` mesh lies at z = -1 in its frame: scaled to this and offset back, its
 #: vertices sit on the pad surface (vertex ``(i, j)`` at the centre of taxel cell ``(i, j)``).
@@ -134,6 +157,12 @@ def scene_xml(s: SceneSpec = SceneSpec(), oracle: bool = False) -> str:
     wall_xml = "\n".join(
         f'    <geom name="wall{i}" class="socket" type="box" pos="{x} {y} {d / 2:.9g}" '
         f'size="{_f(hx, hy, d / 2)}"/>' for i, (x, y, hx, hy) in enumerate(walls))
+    floor_contact = "".join(f' {k}="{_f(*v)}"' for k, v in (("solref", s.floor_solref),
+                                                               ("solimp", s.floor_solimp)) if v)
+    if not s.socket:  # placement: a visual target on the floor instead of the walls
+        wall_xml = (f'    <geom name="marker" type="cylinder" '
+                    f'size="{_f(s.marker_radius, 0.00025)}" pos="0 0 0.00025" contype="0" '
+                    f'conaffinity="0" rgba=".2 .85 .3 .8"/>')
     pz = pad_centre_z(s)                                 # pad centre below the hand origin
     pt = s.pad_thickness / 2
     # Fingers at rest: pad surfaces at +-r (touching a centred peg); joint q moves them inwards.
@@ -168,7 +197,7 @@ def scene_xml(s: SceneSpec = SceneSpec(), oracle: bool = False) -> str:
     return f"""<mujoco model="tactile_peg">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{s.timestep:.9g}" solver="Newton" cone="elliptic" integrator="implicitfast"
-          impratio="{s.impratio:.9g}" iterations="50" ls_iterations="20"/>
+          impratio="{s.impratio:.9g}" iterations="50" ls_iterations="{s.ls_iterations}"/>
   <default>
     <default class="pad">
       <geom solref="{_f(*s.pad_solref)}" solimp="{_f(*s.pad_solimp)}" friction="{s.friction} 0.005 0.0001"
@@ -187,7 +216,7 @@ def scene_xml(s: SceneSpec = SceneSpec(), oracle: bool = False) -> str:
   <worldbody>
     <light pos="0.1 -0.2 0.4" dir="-0.2 0.4 -1"/>
     <camera name="side" pos="0.18 -0.18 0.12" xyaxes="0.707 0.707 0 -0.25 0.25 0.935"/>
-    <geom name="floor" class="socket" type="plane" size="0.3 0.3 0.01" material="grid"/>
+    <geom name="floor" class="socket" type="plane" size="0.3 0.3 0.01" material="grid"{floor_contact}/>
 {wall_xml}
     <body name="hand" pos="0 0 0" gravcomp="1">
       <inertial pos="0 0 0" mass="0.3" diaginertia="2e-4 2e-4 2e-4"/>
