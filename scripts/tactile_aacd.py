@@ -1,0 +1,566 @@
+"""AACD success study on TactilePegInsertion-v0: teacher, AACD and variants, baselines (issue 14).
+
+    nohup python scripts/tactile_aacd.py --jobs 2 > results/tactile_aacd.log 2>&1 &   # all of it
+    python scripts/tactile_aacd.py --report-only --update-readme   # JSON + PNG + README table
+    python scripts/tactile_aacd.py --quick --jobs 1   # smoke test: 8 envs, 2 iterations, 16
+                                                      # episodes, 1 seed, files in *_quick_runs/
+
+Arms (the README's AACD commands; every run ``--set num_threads=T`` + ``--env-set``,
+``OMP_NUM_THREADS=T``): ``teacher`` (ppo, actor on ``critic``, ``tactile_obs=none``,
+``TEACHER_STEPS``); on ``tactile_obs=field``, ``STUDENT_STEPS`` each: ``aacd``, ``aacd_dagger``
+(``--aacd bc_coef=1 bc_decay=0.95``), ``dagger`` (``rl=false``), ``ppo_scratch`` (ppo, actor on
+``[policy, tactile]``), ``no_tactile`` (aacd, actor on ``[policy]``); student seed s distils
+teacher seed s. Queue: teachers, then students seed-major, ``--jobs`` at once; a student waits
+for its teacher. Resumable per run: the record ``<runs>/<arm>_s<seed>.json`` (command; wall_s:
+finished attempts' process time; train_s: the kept iterations' time; env_steps, final training
+success, curve) marks it finished; a cut run continues with ``rlkd train --resume DIR --steps
+N``; a run directory without a checkpoint is restarted. Each run is
+evaluated (python API of ``rlkd eval sim2real --suite nominal --no-twin``) on ``--episodes``
+(256) episodes of env seed ``--eval-seed``, the same initial states for every arm, per-episode
+success (timeouts fail) in ``<run>/aacd_eval.json``.
+
+Statistics (success ``x[arm]``: seeds x episodes). Per seed: percentile bootstrap over episodes
+(:func:`rlkd.sim2real.stats.bootstrap_mean`). Per arm: pooled mean, two-level percentile
+bootstrap 95% CI (seeds resampled with replacement, then episode indices, shared by all arms),
+Student t interval over per-seed means (the honest one with 3 seeds). Comparisons, same
+bootstrap: best student (best of aacd / aacd_dagger / dagger) / teacher, seeds resampled jointly
+(student s distils teacher s); aacd - ppo_scratch and aacd - no_tactile, seeds resampled per arm,
+plus Welch t over seeds. ``results/tactile_aacd.json``::
+
+    arms: {name: {success: [per seed], ci: [lo, hi], mean, t_ci, per_seed_ci, seeds, steps,
+                  wall_s, train_s (means per run), reads, command}}
+    comparisons: {best_student_over_teacher | aacd_minus_ppo_scratch | aacd_minus_no_tactile:
+                  {arms, value, ci: [lo, hi], welch_t}}
+    targets: {name: {value, target, met}}   best >= 0.9 teacher; aacd's CI above ppo_scratch's
+             and no_tactile's (lo > hi); study wall time (sum of sessions) <= 150 min
+    runs: [record + eval], per_episode_success, shipped, setup, study_wall_s, provenance
+
+Ships: ``rlkd export`` of the seed-0 teacher and of the best student arm's seed-0 run to
+``results/tactile_aacd/{teacher,student}.pt``, re-evaluated from the files (``load_policy``, same
+episodes; ``reproduces``: every episode equal), and that student's ``rlkd eval sim2real RUN
+--suite sensing --no-twin`` report -> ``student_sensing.json``. Plot ``results/tactile_aacd.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from rlkd.core.provenance import write_json_atomic as _write
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_ID = "TactilePegInsertion-v0"
+TEACHER_STEPS, STUDENT_STEPS, NUM_ENVS, EPISODES = 3_000_000, 2_000_000, 128, 256
+#: Study-wide env and PPO settings (every arm). Finer actions than TacSL's 10 mm / 0.05 rad and
+#: a smaller initial std: with TacSL's scales and std 1, a PPO teacher stayed at 0% success for
+#: 1.7M steps (exploration moves ~9 mm a step around a 0.1 mm alignment); with these it seated
+#: 78% at 1M steps (probe, seed 0, 0.2 mm clearance).
+ENV_SET = ("action_pos_scale=0.002", "action_rot_scale=0.01")
+PPO_SET = ("init_noise_std=0.5",)
+T = "{teacher}"  # replaced by the teacher's run directory of the same seed
+#: arm -> (rlkd train flags, what its actor reads)
+ARMS = {
+    "teacher": (["--agent", "ppo", "--ppo", "actor_groups=[critic]"], "critic (privileged)"),
+    "aacd": (["--agent", "aacd", "--teacher", T], "policy + tactile"),
+    "aacd_dagger": (["--agent", "aacd", "--teacher", T, "--aacd", "bc_coef=1", "bc_decay=0.95"],
+                    "policy + tactile"),
+    "dagger": (["--agent", "aacd", "--teacher", T, "--aacd", "rl=false"], "policy + tactile"),
+    "ppo_scratch": (["--agent", "ppo", "--ppo", "actor_groups=[policy,tactile]"],
+                    "policy + tactile"),
+    "no_tactile": (["--agent", "aacd", "--teacher", T, "--ppo", "actor_groups=[policy]"], "policy"),
+}
+BEST_OF = ("aacd", "aacd_dagger", "dagger")
+MARKERS = ("<!-- tactile_aacd:table -->", "<!-- /tactile_aacd:table -->")
+
+
+def _paths(args) -> tuple[Path, Path, Path]:
+    """``(report json, runs dir, ship dir)``; ``--quick`` puts all three in the git-ignored
+    ``results/tactile_aacd_quick_runs/``."""
+    res, stem = ROOT / "results", "tactile_aacd" + ("_quick" if args.quick else "")
+    runs = Path(args.runs or res / f"{stem}_runs")
+    return (runs if args.quick else res) / f"{stem}.json", runs, runs / "ship" if args.quick \
+        else res / "tactile_aacd"
+
+
+def _rel(p: Path) -> str:
+    """``p`` relative to the repository when inside it (every command runs there)."""
+    p = Path(p).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _sub(cmd: list[str], args, log: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=True, cwd=ROOT)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl, one row per iteration (a resume redoes the iterations after the last
+    checkpoint: the later row wins)."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    by_it = {r.get("iteration", i): r for i, r in enumerate(rows)}
+    return [by_it[k] for k in sorted(by_it)]
+
+
+# ------------------------------------------------------------------------- train / evaluate
+def train_run(arm: str, seed: int, args) -> Path:
+    """One ``rlkd train`` process for (arm, seed); skipped when its record exists."""
+    _, runs, _ = _paths(args)
+    run_dir, record = runs / f"{arm}_s{seed}", runs / f"{arm}_s{seed}.json"
+    if record.exists():
+        return run_dir
+    steps = args.teacher_steps if arm == "teacher" else args.student_steps
+    last, attempts_f = run_dir / "checkpoints" / "last.pt", run_dir.with_suffix(".attempts.jsonl")
+    if resumed := last.exists():
+        from rlkd.train.checkpoint import load_checkpoint
+
+        done = int(load_checkpoint(last, required=("env_steps",))["env_steps"])
+        cmd = None if done >= steps else ["--resume", _rel(run_dir), "--steps", str(steps)]
+    else:
+        if run_dir.exists():  # died before its first checkpoint: nothing to keep
+            shutil.rmtree(run_dir)
+        attempts_f.unlink(missing_ok=True)
+        sets = [f"num_threads={args.threads}", *args.env_set,
+                f"tactile_obs={'none' if arm == 'teacher' else 'field'}"]
+        flags = [f.replace(T, _rel(runs / f"teacher_s{seed}")) for f in ARMS[arm][0]]
+        if args.ppo_set:  # one --ppo flag: the study-wide keys join the arm's own
+            at = flags.index("--ppo") + 1 if "--ppo" in flags else len(flags)
+            flags[at:at] = ([] if "--ppo" in flags else ["--ppo"]) + list(args.ppo_set)
+        cmd = [ENV_ID, *flags,
+               "--seed", str(seed), "--num-envs", str(args.num_envs), "--steps", str(steps),
+               "--out", _rel(run_dir), "--set", *sets]
+    runs.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if cmd is not None:  # else: complete (killed between its last checkpoint and the record)
+        cmd = [sys.executable, "-m", "rlkd", "train", *cmd, "--no-progress", "--no-video"]
+        _append(attempts_f, {"command": " ".join(["rlkd", *cmd[3:]]), "resumed": resumed,
+                             "started": time.strftime("%F %T")})  # a line per start and end
+        _sub(cmd, args, run_dir.with_suffix(".log"))
+        _append(attempts_f, {"wall_s": time.time() - t0, "ended": time.strftime("%F %T")})
+    wall = time.time() - t0
+    attempts = [json.loads(x) for x in (attempts_f.read_text().splitlines()
+                                        if attempts_f.exists() else []) if x.strip()]
+    starts, rows = [a for a in attempts if "command" in a], _rows(run_dir)
+    secs = np.cumsum([r.get("perf/collection_s", 0) + r.get("perf/learn_s", 0) for r in rows])
+    _write(record, {
+        "arm": arm, "seed": seed,
+        "command": next((a for a in starts if not a["resumed"]), starts[0])["command"]
+        if starts else None,
+        "attempts": attempts, "wall_s": float(sum(a.get("wall_s", 0) for a in attempts)),
+        "train_s": float(secs[-1]), "env_steps": int(rows[-1]["env_steps"]),
+        "final_success_rate": rows[-1].get("charts/success_rate"),
+        "curve": {"env_steps": [int(r["env_steps"]) for r in rows],
+                  "success": [r.get("charts/success_rate") for r in rows],
+                  "seconds": [round(float(s), 2) for s in secs]},
+        "omp_threads": args.threads, "jobs": args.jobs, "finished_at": time.strftime("%F %T")})
+    print(f"trained {arm} s{seed}: {wall / 60:.1f} min, training success "
+          f"{rows[-1].get('charts/success_rate') or 0:.3f}", flush=True)
+    return run_dir
+
+
+def eval_run(target: str, out: Path, episodes: int, seed: int, tag: dict) -> None:
+    """Worker: ``episodes`` nominal episodes of the policy in ``target`` (a run directory or an
+    exported file, loaded with :func:`rlkd.policies.load_policy`) -> per-episode success."""
+    import torch
+
+    from rlkd.policies import load_policy
+    from rlkd.sim2real import evaluate_suite, load_suite
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    pol, t0 = load_policy(target), time.time()
+    res = evaluate_suite(lambda env: pol, pol.env_id, load_suite("nominal"), episodes=episodes,
+                         seed=seed, env_overrides=dict(pol.env_overrides))
+    succ = np.nan_to_num(np.asarray(res.per_condition["nominal"]["success"], float), nan=0.0)
+    _write(out, {**tag, "target": target, "env_id": pol.env_id,
+                 "env_overrides": pol.env_overrides, "episodes": episodes, "seed": seed,
+                 "command": f"rlkd eval sim2real {target} --suite nominal --episodes "
+                            f"{episodes} --seed {seed} --no-twin (python API)",
+                 "eval_s": time.time() - t0, "success": succ.tolist(), "mean": succ.mean()})
+
+
+def _eval(target: Path, out: Path, args, tag: dict) -> dict:
+    """Evaluate in a subprocess; skipped when ``out`` holds this tag, episodes and seed."""
+    want = {**tag, "episodes": args.episodes, "seed": args.eval_seed}
+    if out.exists() and all(json.loads(out.read_text()).get(k) == v for k, v in want.items()):
+        return json.loads(out.read_text())
+    _sub([sys.executable, __file__, "--eval-target", _rel(target), "--eval-out", str(out),
+          "--episodes", str(args.episodes), "--eval-seed", str(args.eval_seed),
+          "--eval-tag", json.dumps(tag)], args, out.with_suffix(".log"))
+    return json.loads(out.read_text())
+
+
+def schedule(jobs: list[tuple[str, int]], args) -> list[tuple[str, int]]:
+    """Train + evaluate ``jobs`` in order, ``--jobs`` at a time; a student first waits for its
+    teacher and fails without its record. Returns the failed jobs."""
+    _, runs, _ = _paths(args)
+    ready = {s: threading.Event() for _, s in jobs}
+    for s in {s for _, s in jobs} - {s for a, s in jobs if a == "teacher"}:
+        ready[s].set()  # no teacher queued: it finished in an earlier session, or never ran
+    failed = []
+
+    def one(job):
+        arm, s = job
+        try:
+            if T in ARMS[arm][0]:
+                ready[s].wait()
+                if not (runs / f"teacher_s{s}.json").exists():
+                    raise RuntimeError(f"no finished teacher_s{s}")
+            run_dir = train_run(arm, s, args)
+            rec = json.loads(run_dir.with_suffix(".json").read_text())
+            ev = _eval(run_dir, run_dir / "aacd_eval.json", args, {"env_steps": rec["env_steps"]})
+            print(f"evaluated {arm} s{s}: success {ev['mean']:.3f}", flush=True)
+        except Exception as e:  # noqa: BLE001 -- one failed run must not stop the study
+            print(f"FAILED {arm} s{s}: {e}", flush=True)
+            failed.append(job)
+        finally:
+            if arm == "teacher":
+                ready[s].set()
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        list(pool.map(one, jobs))
+    return failed
+
+
+# ---------------------------------------------------------------------------- statistics
+def load(args) -> tuple[dict, dict]:
+    """``records {arm_sN: record + eval}``, ``success {arm: {seed: (E,)}}`` of evaluated runs."""
+    _, runs, _ = _paths(args)
+    records, succ = {}, {}
+    for arm in ARMS:
+        for s in args.seeds:
+            rec, ev = runs / f"{arm}_s{s}.json", runs / f"{arm}_s{s}" / "aacd_eval.json"
+            if rec.exists() and ev.exists():
+                e = json.loads(ev.read_text())
+                records[f"{arm}_s{s}"] = {**json.loads(rec.read_text()), "eval": {k: e[k] for k in (
+                    "mean", "episodes", "seed", "eval_s", "command", "success")}}
+                succ.setdefault(arm, {})[s] = np.asarray(e["success"], float)
+    return records, succ
+
+
+def _t(a: np.ndarray, b: np.ndarray | None = None) -> list | None:
+    """95% t interval over seeds of mean(a) (Student), or of mean(a) - mean(b) (Welch)."""
+    from scipy import stats
+
+    if len(a) < 2 or (b is not None and len(b) < 2):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # identical seeds: a zero-width interval
+        r = stats.ttest_1samp(a, 0) if b is None else stats.ttest_ind(a, b, equal_var=False)
+        lo, hi = r.confidence_interval(0.95)
+    d = float(a.mean() - (0 if b is None else b.mean()))
+    return [float(lo), float(hi)] if np.isfinite([lo, hi]).all() else [d, d]
+
+
+class TwoLevel:
+    """Two-level bootstrap: episode indices drawn once for all arms, seed indices per ``key``
+    (the same key: the same seed draws). ``means(x, key)``: (B,) pooled means of x (S, E)."""
+
+    def __init__(self, episodes: int, resamples: int, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.ep, self.draws = self.rng.integers(0, episodes, (resamples, episodes)), {}
+
+    def means(self, x: np.ndarray, key) -> np.ndarray:
+        if key not in self.draws:
+            self.draws[key] = self.rng.integers(0, x.shape[0], (len(self.ep), x.shape[0]))
+        return x[self.draws[key][:, :, None], self.ep[:, None, :]].mean(axis=(1, 2))
+
+
+def _ci(b: np.ndarray) -> list:
+    return [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]
+
+
+def analyse(records: dict, succ: dict, resamples: int) -> dict:
+    from rlkd.sim2real.stats import bootstrap_mean
+
+    E = {len(v) for by in succ.values() for v in by.values()}
+    if len(E) != 1:
+        raise SystemExit(f"evaluations of different lengths {E}: rerun them with one --episodes")
+    boot, X, arms = TwoLevel(E.pop(), resamples), {}, {}
+    for a, by in succ.items():
+        X[a] = x = np.stack([by[s] for s in sorted(by)])
+        recs = [records[f"{a}_s{s}"] for s in sorted(by)]
+        arms[a] = {"success": x.mean(axis=1).tolist(), "mean": float(x.mean()),
+                   "ci": _ci(boot.means(x, a)), "t_ci": _t(x.mean(axis=1)), "seeds": sorted(by),
+                   "per_seed_ci": [[(p := bootstrap_mean(v, resamples))["lo"], p["hi"]]
+                                   for v in x],
+                   "reads": ARMS[a][1], "command": recs[0]["command"],
+                   **{k: float(np.mean([r[k] for r in recs]))
+                      for k in ("env_steps", "wall_s", "train_s")}}
+        arms[a]["steps"] = int(arms[a].pop("env_steps"))
+    comps = {}
+    best = max((a for a in BEST_OF if a in X), key=lambda a: arms[a]["mean"], default=None)
+    common = sorted(set(succ[best]) & set(succ.get("teacher", {}))) if best else []
+    if common:
+        xs, xt = (np.stack([succ[a][s] for s in common]) for a in (best, "teacher"))
+        bs, bt = boot.means(xs, tuple(common)), boot.means(xt, tuple(common))
+        comps["best_student_over_teacher"] = {
+            "arms": [best, "teacher"], "seeds": common, "welch_t": None,
+            "value": float(xs.mean() / xt.mean()) if xt.mean() > 0 else None,
+            "ci": _ci(bs / np.maximum(bt, 1e-12))}
+    for other in ("ppo_scratch", "no_tactile"):
+        if "aacd" in X and other in X:
+            comps[f"aacd_minus_{other}"] = {
+                "arms": ["aacd", other], "value": float(X["aacd"].mean() - X[other].mean()),
+                "ci": _ci(boot.means(X["aacd"], "aacd") - boot.means(X[other], other)),
+                "welch_t": _t(X["aacd"].mean(axis=1), X[other].mean(axis=1))}
+    return {"arms": arms, "comparisons": comps}
+
+
+def targets(an: dict, study_wall_s: float) -> dict:
+    out, arms, c = {}, an["arms"], an["comparisons"].get("best_student_over_teacher")
+    if c:
+        out["best_student_ge_90pct_teacher"] = {
+            "value": c["value"], "ci": c["ci"], "target": 0.9, "best": c["arms"][0],
+            "met": c["value"] is not None and c["value"] >= 0.9}
+    for other in ("ppo_scratch", "no_tactile"):
+        if "aacd" in arms and other in arms:
+            out[f"aacd_ci_above_{other}"] = {
+                "value": {"aacd": arms["aacd"]["ci"], other: arms[other]["ci"]},
+                "target": f"aacd CI lower bound > {other} CI upper bound",
+                "met": arms["aacd"]["ci"][0] > arms[other]["ci"][1]}
+    out["study_wall_min"] = {"value": study_wall_s / 60, "target": 150,
+                             "met": study_wall_s / 60 <= 150}
+    return out
+
+
+# ------------------------------------------------------------------------------- ship
+def ship(args, an: dict) -> None:
+    """Export the seed-0 teacher and best student, re-evaluate the files, sensing report."""
+    _, runs, out = _paths(args)
+    c = an["comparisons"].get("best_student_over_teacher")
+    if c is None:
+        print("ship: skipped (no evaluated teacher and student of one seed)", flush=True)
+        return
+    best, s0 = c["arms"][0], min(c["seeds"])
+    key = {"best": best, "seed": s0, "episodes": args.episodes, "eval_seed": args.eval_seed,
+           "env_steps": [json.loads((runs / f"{a}_s{s0}.json").read_text())["env_steps"]
+                         for a in ("teacher", best)]}
+    old = json.loads((runs / "ship.json").read_text()) if (runs / "ship.json").exists() else {}
+    names = ("teacher.pt", "student.pt", "student_sensing.json")
+    if old.get("key") == key and all((out / f).exists() for f in names):
+        print(f"ship: {_rel(out)} is up to date", flush=True)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"key": key, "seed": s0}
+    for name, arm in (("teacher", "teacher"), ("student", best)):
+        run, f = runs / f"{arm}_s{s0}", out / f"{name}.pt"
+        rec = json.loads(run.with_suffix(".json").read_text())
+        _sub([sys.executable, "-m", "rlkd", "export", _rel(run), "--out", _rel(f), "--note",
+              rec["command"]], args, runs / "ship.log")
+        tag = {"env_steps": rec["env_steps"], "source": _rel(run), "mtime": f.stat().st_mtime}
+        ev = _eval(f, runs / f"ship_{name}_eval.json", args, tag)
+        orig = json.loads((run / "aacd_eval.json").read_text())
+        same = np.asarray(ev["success"]) == np.asarray(orig["success"])
+        info[name] = {"path": _rel(f), "arm": arm, "source": _rel(run), "command": rec["command"],
+                      "success": ev["mean"], "run_success": orig["mean"],
+                      "episodes_equal": int(same.sum()), "episodes": len(same),
+                      "reproduces": bool(same.all())}
+        print(f"shipped {_rel(f)} ({arm} s{s0}): success {ev['mean']:.3f} from the file, "
+              f"{orig['mean']:.3f} from the run, {same.sum()}/{len(same)} episodes equal",
+              flush=True)
+    rep = runs / "student_sensing"
+    cmd = [sys.executable, "-m", "rlkd", "eval", "sim2real", _rel(runs / f"{best}_s{s0}"),
+           "--suite", "sensing", "--episodes", str(args.episodes), "--seed",
+           str(args.eval_seed), "--no-twin", "--out", _rel(rep)]
+    _sub(cmd, args, runs / "ship.log")
+    shutil.copyfile(rep / "report.json", out / "student_sensing.json")
+    skipped = json.loads((rep / "report.json").read_text()).get("skipped", {})
+    info["sensing"] = {"path": _rel(out / "student_sensing.json"), "skipped": sorted(skipped),
+                       "command": " ".join(["rlkd", *cmd[3:]])}
+    _write(runs / "ship.json", info)
+
+
+# ----------------------------------------------------------------------------- report
+def _p(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _iv(iv, f=_p) -> str:
+    return "-" if iv is None else f"[{f(iv[0])}, {f(iv[1])}]"
+
+
+def table(rep: dict) -> str:
+    arms, su = rep["arms"], rep["setup"]
+    lines = ["| arm | actor reads | seeds | success % per seed | success % [95% CI] | t over "
+             "seeds | env steps | minutes per run |", "|---|---|---|---|---|---|---:|---:|"]
+    lines += [f"| {a} | {r['reads']} | {len(r['seeds'])} | "
+              f"{', '.join(_p(v) for v in r['success'])} | {_p(r['mean'])} {_iv(r['ci'])} | "
+              f"{_iv(r['t_ci'])} | {r['steps']:,} | {r['wall_s'] / 60:.1f} |"
+              for a, r in ((a, arms[a]) for a in ARMS if a in arms)]
+    lines += ["", f"{su['episodes']} evaluation episodes per run (env seed {su['eval_seed']}, "
+              "the same initial states for every arm); CI: two-level bootstrap over seeds and "
+              f"episodes; {su['num_envs']} envs, {su['threads']} thread(s) per run, "
+              f"{su['jobs']} runs at once"
+              + (f", env overrides {' '.join(su['env_set'])}" if su["env_set"] else "")
+              + ". A student's minutes exclude its teacher's.", ""]
+    pts = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    for k, c in rep["comparisons"].items():
+        if k == "best_student_over_teacher":
+            v = "-" if c["value"] is None else f"{c['value']:.2f}"
+            lines.append(f"- best student ({c['arms'][0]}) / teacher: {v} "
+                         f"{_iv(c['ci'], lambda x: f'{x:.2f}')}")
+        else:
+            lines.append(f"- {' - '.join(c['arms'])}: {pts(c['value'])} points "
+                         f"{_iv(c['ci'], pts)}, Welch t over seeds {_iv(c['welch_t'], pts)}")
+    lines.append("- targets: " + "; ".join(f"{k} {'met' if t['met'] else 'missed'}"
+                                           for k, t in rep["targets"].items())
+                 + f" (study {rep['study_wall_s'] / 60:.0f} min)")
+    sh = rep.get("shipped") or {}
+    if sh.get("student"):
+        lines.append("- shipped: " + ", ".join(
+            f"`{sh[n]['path']}` ({sh[n]['arm']} s{sh['seed']}: {_p(sh[n]['success'])}% "
+            f"from the file, {'reproduces the run' if sh[n]['reproduces'] else 'DIFFERS'})"
+            for n in ("teacher", "student")) + f"; `{sh['sensing']['path']}` (suite sensing)")
+    return "\n".join(lines)
+
+
+def plot(rep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.5))
+    col = dict(zip(ARMS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for r in rep["runs"]:
+        c, first = r["curve"], r["seed"] == min(rep["arms"][r["arm"]]["seeds"])
+        ax.plot(np.array(c["env_steps"]) / 1e6, [100 * (v or 0) for v in c["success"]],
+                color=col[r["arm"]], lw=1, alpha=0.8, label=r["arm"] if first else None)
+    ax.set(xlabel="env steps (M)", ylabel="training success (%)",
+           title="training curves (a line per seed)")
+    ax.legend(fontsize=8)
+    names = [a for a in ARMS if a in rep["arms"]]
+    m = np.array([100 * rep["arms"][a]["mean"] for a in names])
+    ci = 100 * np.array([rep["arms"][a]["ci"] for a in names]).reshape(-1, 2)
+    bx.bar(names, m, yerr=[m - ci[:, 0], ci[:, 1] - m], capsize=3, color=[col[a] for a in names])
+    for i, a in enumerate(names):
+        v = rep["arms"][a]["success"]
+        bx.scatter([i] * len(v), [100 * x for x in v], color="k", s=8, zorder=3)
+    bx.set(ylabel="evaluation success (%)", title=f"{rep['setup']['episodes']} episodes per "
+           "seed; 95% two-level bootstrap CI; dots: seeds")
+    bx.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(text: str) -> None:
+    p = ROOT / "README.md"
+    s = p.read_text(encoding="utf-8")
+    if MARKERS[0] not in s or MARKERS[1] not in s:
+        raise SystemExit(f"error: README.md lacks the {MARKERS[0]} ... {MARKERS[1]} markers")
+    head, rest = s.split(MARKERS[0], 1)
+    p.write_text(f"{head}{MARKERS[0]}\n{text}\n{rest[rest.index(MARKERS[1]):]}", encoding="utf-8")
+
+
+def report(args) -> dict:
+    from rlkd.core.provenance import command_line, machine_info
+
+    out_json, runs, _ = _paths(args)
+    records, succ = load(args)
+    if not succ:
+        raise SystemExit(f"no finished, evaluated runs under {runs}; run the study first")
+    an = analyse(records, succ, args.resamples)
+    ses = runs / "sessions.jsonl"
+    wall = sum(json.loads(x)["elapsed_s"] for x in ses.read_text().splitlines() if x.strip()) \
+        if ses.exists() else 0.0
+    rep = {**an, "targets": targets(an, wall), "study_wall_s": wall,
+           "runs": [{**r, "eval": {k: v for k, v in r["eval"].items() if k != "success"}}
+                    for r in records.values()],
+           "per_episode_success": {k: r["eval"]["success"] for k, r in records.items()},
+           "shipped": json.loads((runs / "ship.json").read_text())
+           if (runs / "ship.json").exists() else None,
+           "missing_runs": [f"{a}_s{s}" for a in args.arms for s in args.seeds
+                            if f"{a}_s{s}" not in records],
+           "setup": {"env": ENV_ID, "arms": {a: " ".join(ARMS[a][0]) for a in ARMS},
+                     **{k: getattr(args, k) for k in (
+                         "teacher_steps", "student_steps", "num_envs", "env_set", "ppo_set", "episodes",
+                         "eval_seed", "threads", "jobs", "resamples", "quick")}},
+           "provenance": {"command": command_line(program_name_only=True),
+                          "machine": machine_info(), "written": time.strftime("%F %T")}}
+    _write(out_json, rep)
+    plot(rep, out_json.with_suffix(".png"))
+    text = table(rep)
+    if args.update_readme:
+        update_readme(text)
+    miss = rep["missing_runs"]
+    print(f"{text}\n\nwrote {_rel(out_json)} and {_rel(out_json.with_suffix('.png'))}"
+          + (f"; missing runs: {', '.join(miss)}" if miss else ""), flush=True)
+    return rep
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = ap.add_argument
+    add("--quick", action="store_true", help="smoke test: tiny budgets, its own files")
+    add("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    add("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3; --quick 1)")
+    add("--jobs", type=int, default=2, help="training processes at once")
+    add("--threads", type=int, default=1, help="torch and MuJoCo threads per process")
+    add("--teacher-steps", type=int, default=None, help=f"default {TEACHER_STEPS:,}")
+    add("--student-steps", type=int, default=None, help=f"every student arm; {STUDENT_STEPS:,}")
+    add("--num-envs", type=int, default=None, help=f"default {NUM_ENVS}")
+    add("--env-set", nargs="*", default=list(ENV_SET), metavar="KEY=VALUE",
+        help=f"study-wide env overrides, every arm (default {' '.join(ENV_SET)})")
+    add("--ppo-set", nargs="*", default=list(PPO_SET), metavar="KEY=VALUE",
+        help=f"study-wide --ppo overrides, every arm (default {' '.join(PPO_SET)})")
+    add("--episodes", type=int, default=None, help=f"evaluation episodes per run ({EPISODES})")
+    add("--eval-seed", type=int, default=1000, help="env seed of every evaluation")
+    add("--resamples", type=int, default=2000)
+    add("--runs", default=None, help="run directory (default results/tactile_aacd_runs)")
+    add("--no-ship", action="store_true", help="no export, re-evaluation or sensing report")
+    add("--report-only", action="store_true", help="JSON, PNG and table from finished runs")
+    add("--update-readme", action="store_true", help="write the table between README markers")
+    add("--eval-target", help=argparse.SUPPRESS)  # worker: evaluate one policy
+    add("--eval-out", help=argparse.SUPPRESS)
+    add("--eval-tag", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    q = args.quick
+    args.episodes = args.episodes or (16 if q else EPISODES)
+    if args.eval_target:
+        return eval_run(args.eval_target, Path(args.eval_out), args.episodes, args.eval_seed,
+                        json.loads(args.eval_tag))
+    args.seeds = list(range(args.seeds or (1 if q else 3)))
+    args.num_envs = args.num_envs or (8 if q else NUM_ENVS)
+    it = args.num_envs * 24  # ppo's num_steps: --quick trains 2 iterations
+    args.teacher_steps = args.teacher_steps or (2 * it if q else TEACHER_STEPS)
+    args.student_steps = args.student_steps or (2 * it if q else STUDENT_STEPS)
+    _, runs, _ = _paths(args)
+    if not args.report_only:
+        t0 = time.time()
+        jobs = [("teacher", s) for s in args.seeds if "teacher" in args.arms] + [
+            (a, s) for s in args.seeds for a in args.arms if a != "teacher"]
+        todo = [j for j in jobs if not (runs / f"{j[0]}_s{j[1]}.json").exists()]
+        print(f"{len(todo)} of {len(jobs)} runs to train in {_rel(runs)}", flush=True)
+        failed = schedule(jobs, args)
+        records, succ = load(args)
+        if not (args.no_ship or failed) and succ:
+            ship(args, analyse(records, succ, args.resamples))
+        runs.mkdir(parents=True, exist_ok=True)
+        _append(runs / "sessions.jsonl", {"ended": time.strftime("%F %T"), "trained": todo,
+                                          "elapsed_s": time.time() - t0, "failed": failed})
+        print(f"session done in {(time.time() - t0) / 60:.1f} min"
+              + (f"; failed: {failed}" if failed else ""), flush=True)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
