@@ -24,7 +24,7 @@ velocity follows from ``xpos`` and ``cvel`` alone (the sensor's slip velocities)
 
 Contacts (DESIGN.md section 3): the socket's walls are stiffened (``socket_solref``,
 ``socket_solimp``) so a peg offset beyond the clearance does not sink into a wall and seat;
-measured numbers are in ``tests/test_tactile_physics.py``. Solver Newton (MuJoCo Warp has no
+measured numbers are in ``tests/test_tactile_env.py``. Solver Newton (MuJoCo Warp has no
 PGS), elliptic friction cones, 2 ms step, ``implicitfast`` integration.
 
 :func:`scene_xml` returns the MJCF text. With ``oracle=True`` it adds MuJoCo's native
