@@ -53,7 +53,8 @@ bottom centre within ``place_tol`` (3 mm, horizontal) of the marker. A per-env c
 consecutive placed steps (any break resets it to 0); ``hold_steps = round(hold_time / dt)``
 (25: 0.5 s at 50 Hz).
 
-**Reward**: ``w_keypoint / (exp(a d) + b + exp(-a d))`` of ``d``, the mean distance between
+**Reward**: ``w_keypoint / (exp(a d) + b + exp(-a d)) + w_keypoint_fine / (exp(a_f d) +
+exp(-a_f d))`` of ``d``, the mean distance between
 ``num_keypoints`` points along the peg axis and the same points of the peg standing upright on
 the marker (insertion's squashing and weights); ``+ w_success`` on the success step;
 ``- w_action_rate ||a_t - a_{t-1}||^2`` (all 7 dims); and ``release``, the hold progress:
@@ -223,7 +224,8 @@ class TactilePegPlacementEnv(TactilePegEnv):
         kp = st["peg_pos"][:, None] + quat_rotate(
             st["peg_quat"][:, None].expand(-1, len(self.kp_local), -1),
             self.kp_local.expand(n, -1, -1))
-        a = c.keypoint_a * torch.linalg.vector_norm(kp - self.kp_goal, dim=-1).mean(-1)
+        dist = torch.linalg.vector_norm(kp - self.kp_goal, dim=-1).mean(-1)
+        a, af = c.keypoint_a * dist, c.keypoint_fine_a * dist
         success = self.hold_count >= self.hold_steps
         loose = p["released"] | p["away"]
         dropped = ((p["released"] & (p["lowest"] > c.drop_height)) | (p["away"] & ~p["on_floor"])
@@ -233,6 +235,7 @@ class TactilePegPlacementEnv(TactilePegEnv):
         over = over & ~success
         grew = (self.hold_count > 0).float()
         terms = {"keypoint": c.w_keypoint / (torch.exp(a) + c.keypoint_b + torch.exp(-a)),
+                 "keypoint_fine": c.w_keypoint_fine / (torch.exp(af) + torch.exp(-af)),
                  "success": c.w_success * success.float(),
                  "action_rate": -c.w_action_rate * (self.last_action - self.prev_action
                                                     ).square().sum(-1),
