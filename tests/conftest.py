@@ -33,6 +33,22 @@ def zero_actions(env) -> torch.Tensor:
     return torch.zeros(env.num_envs, env.act_dim, device=env.device)
 
 
+def make_tactile(n: int, **kw):
+    """``TactilePegInsertion-v0`` with ``n`` envs on one MuJoCo thread, reset at seed 0."""
+    import rlkd
+
+    env = rlkd.make("TactilePegInsertion-v0", num_envs=n, seed=0, num_threads=1, **kw)
+    env.reset(seed=0)
+    return env
+
+
+def hold_still(env, steps: int = 10):
+    """Step ``env`` ``steps`` times with zero actions; the last observation."""
+    for _ in range(steps):
+        obs, *_ = env.step(zero_actions(env))
+    return obs
+
+
 @pytest.fixture
 def one_thread():
     """Torch on one intra-op thread for the test (float results independent of the thread

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 
 import mujoco
-import numpy as np
 import pytest
 import torch
 
 import rlkd
+from conftest import hold_still, make_tactile
 from rlkd.core.config import ConfigError
 from rlkd.envs.tactile.scene import GRASP_DROP, SceneSpec, pad_centre_z, scene_xml, settled_finger_q
 
@@ -20,36 +20,25 @@ ID = "TactilePegInsertion-v0"
 G = 9.81
 
 
-def _make(n=4, **kw):
-    env = rlkd.make(ID, num_envs=n, seed=0, num_threads=1, **kw)
-    env.reset(seed=0)
-    return env
-
-
-def _hold(env, steps=10):
-    zero = torch.zeros(env.num_envs, 6)
-    for _ in range(steps):
-        obs, *_ = env.step(zero)
-    return obs
 
 
 def test_no_contact_gives_a_zero_field():
     for mode in ("contact", "penalty"):
-        env = _make(2, tactile_mode=mode, grip_force=0.0)
+        env = make_tactile(2, tactile_mode=mode, grip_force=0.0)
         q = env.sim.qpos.clone()
         q[:, 6:8] = -0.01                                  # fingers open
         q[:, 8:11] = torch.tensor([0.1, 0.1, 0.03], dtype=q.dtype)  # peg standing on the floor
         q[:, 11:15] = torch.tensor([1.0, 0, 0, 0], dtype=q.dtype)
         env.sim.reset(None, q)
-        obs = _hold(env, 3)
+        obs = hold_still(env, 3)
         assert obs["tactile"].abs().max() == 0, mode
         assert env.sensor.depth.max() == 0
         env.close()
 
 
 def test_contact_mode_field_sums_to_the_pad_contact_force_and_carries_half_the_weight():
-    env = _make(8)
-    obs = _hold(env, 15)
+    env = make_tactile(8)
+    obs = hold_still(env, 15)
     field = obs["tactile"].double()
     f = env.sim.cfrc_ext[:, env.finger_ids, 3:]           # world force on each finger body
     normal_world = torch.stack((f[:, 0, 1], -f[:, 1, 1]), 1)   # the peg pushes the pads apart
@@ -71,7 +60,7 @@ def test_normal_sum_rises_with_grip_force():
         env = rlkd.make(ID, num_envs=4, seed=0, num_threads=1, tactile_mode=mode)
         env.params["grip_force"][:] = grips
         env.reset(seed=0)
-        sums = _hold(env, 15)["tactile"][:, :, 0].sum((-1, -2)).mean(-1)
+        sums = hold_still(env, 15)["tactile"][:, :, 0].sum((-1, -2)).mean(-1)
         assert (sums.diff() > 0).all(), (mode, sums)
         if mode == "contact":
             torch.testing.assert_close(sums, grips, rtol=0.02, atol=0)
@@ -86,7 +75,7 @@ def _descent(offsets_xy: list[tuple[float, float]], steps=60, **kw):
     then pushed down 2 mm below its pose each step. Returns (seated (M,), depth mm (M,),
     shear_y per pad at the start (M, 2) and at the end (M, 2))."""
     m = len(offsets_xy)
-    env = _make(m, in_hand_angle=0.0, in_hand_shift=0.0, socket_range=0.0,
+    env = make_tactile(m, in_hand_angle=0.0, in_hand_shift=0.0, socket_range=0.0,
                 socket_noise_std=0.0, **kw)
     q = env.sim.qpos.clone()
     off = torch.tensor(offsets_xy, dtype=q.dtype)
@@ -95,7 +84,7 @@ def _descent(offsets_xy: list[tuple[float, float]], steps=60, **kw):
     env.sim.reset(None, q)
     down = torch.zeros(m, 6)
     down[:, 2] = -0.2
-    start = _hold(env, 5)["tactile"][:, :, 2].sum((-1, -2))
+    start = hold_still(env, 5)["tactile"][:, :, 2].sum((-1, -2))
     seated = torch.zeros(m, dtype=torch.bool)
     depth = torch.zeros(m)
     for _ in range(steps):
@@ -161,7 +150,7 @@ def test_stiffened_socket_makes_the_clearance_real_and_default_contacts_do_not()
 
 # ----------------------------------------------------------------------- contract
 def test_groups_layout_and_determinism():
-    a, b = _make(3), _make(3)
+    a, b = make_tactile(3), make_tactile(3)
     assert set(a.observation_spaces) == {"policy", "critic", "tactile"}
     lay = a.observation_layout
     assert list(lay["policy"]) == ["wrist_pos", "wrist_rot6", "gripper_width", "socket_pos",
@@ -176,17 +165,17 @@ def test_groups_layout_and_determinism():
     for k in oa:
         assert torch.equal(oa[k], ob[k]), k
     assert torch.equal(ra, rb)
-    none = _make(2, tactile_obs="none")
+    none = make_tactile(2, tactile_obs="none")
     assert set(none.observation_spaces) == {"policy", "critic"} and none.sensor is None
     for env in (a, b, none):
         env.close()
 
 
 def test_tactile_noise_and_dropout_params():
-    env = _make(2)
+    env = make_tactile(2)
     env.params["tactile_noise_std"][1] = 0.05
     env.params["tactile_dropout"][0] = 1.0
-    obs = _hold(env, 2)
+    obs = hold_still(env, 2)
     assert obs["tactile"][0].abs().max() == 0               # every taxel dropped
     assert 0.04 < float(obs["tactile"][1].std()) < 0.06      # noise dominates a thin stripe
     env.close()
@@ -208,7 +197,7 @@ def test_bad_config_raises_naming_the_field(key, value, allowed):
 
 @pytest.mark.parametrize("param", ["grip_force", "tactile_noise_std", "body_mass"])
 def test_nan_param_is_refused_naming_it(param):
-    env = _make(2)
+    env = make_tactile(2)
     env.params[param][1] = math.nan
     with pytest.raises(ValueError, match=rf"params\['{param}'\].*\[1\]"):
         env.step(torch.zeros(2, 6))
@@ -218,7 +207,7 @@ def test_nan_param_is_refused_naming_it(param):
 def test_privileged_scripted_policy_seats_the_peg():
     """The task is solvable at the default 0.2 mm clearance with ±20° in-hand turns and a ±5 mm
     socket: exact state (critic) and a simple controller seat >= 90% of the episodes."""
-    env = _make(16)
+    env = make_tactile(16)
     policy = env.scripted_policy()
     obs = env.get_observations()
     ends = []

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import rlkd
+from conftest import hold_still, make_tactile
 from rlkd.core.config import ConfigError
 from rlkd.envs.tactile.image import TactileImager, blur_matrix, shade, slopes, tactile_panels
 from rlkd.envs.tactile.scene import SceneSpec
@@ -49,17 +50,6 @@ def _delta(img: torch.Tensor, im: TactileImager) -> torch.Tensor:
     return img.float() - im.background_f
 
 
-def _make(n=2, **kw):
-    env = rlkd.make(ID, num_envs=n, seed=0, num_threads=1, **kw)
-    env.reset(seed=0)
-    return env
-
-
-def _hold(env, steps=10):
-    zero = torch.zeros(env.num_envs, 6)
-    for _ in range(steps):
-        obs, *_ = env.step(zero)
-    return obs
 
 
 def _pixel_state(env):
@@ -221,8 +211,8 @@ def test_bad_imager_arguments_raise_value_error_naming_them(kw, match):
     ("field", {"tactile"}), ("image", {"tactile_image"}), ("both", {"tactile", "tactile_image"}),
     ("none", set())])
 def test_tactile_obs_modes_give_exactly_their_groups(mode, groups):
-    env = _make(2, tactile_obs=mode, tactile_image_height=40, tactile_image_width=30)
-    obs = _hold(env, 2)
+    env = make_tactile(2, tactile_obs=mode, tactile_image_height=40, tactile_image_width=30)
+    obs = hold_still(env, 2)
     assert set(obs) == {"policy", "critic"} | groups == set(env.observation_spaces)
     assert set(env.observation_layout) == set(obs)
     assert (env.sensor is not None) == ("tactile" in groups)
@@ -239,19 +229,19 @@ def test_tactile_obs_modes_give_exactly_their_groups(mode, groups):
 
 
 def test_env_image_is_the_background_without_contact_and_changes_only_at_the_press():
-    env = _make(2, tactile_obs="image", grip_force=0.0)
+    env = make_tactile(2, tactile_obs="image", grip_force=0.0)
     q = env.sim.qpos.clone()
     q[:, 6:8] = -0.01                                                   # fingers open
     q[:, 8:11] = torch.tensor([0.1, 0.1, 0.03], dtype=q.dtype)          # peg on the floor
     q[:, 11:15] = torch.tensor([1.0, 0, 0, 0], dtype=q.dtype)
     env.sim.reset(None, q)
-    img = _hold(env, 3)["tactile_image"]
+    img = hold_still(env, 3)["tactile_image"]
     assert torch.equal(img, env.imager.background.expand_as(img))
     assert _pixel_state(env).max() == 0
     env.close()
 
-    env = _make(2, tactile_obs="both")
-    img = _hold(env, 10)["tactile_image"]
+    env = make_tactile(2, tactile_obs="both")
+    img = hold_still(env, 10)["tactile_image"]
     changed = (img != env.imager.background).any(2)
     pressed = env.imager.height(_pixel_state(env)) > 0
     assert changed.any(-1).any(-1).all()                                # every pad sees the peg
@@ -267,7 +257,7 @@ def test_env_image_deepens_with_grip_force_and_noise_param_is_per_env():
         e.params["grip_force"][:] = grips
         e.reset(seed=0)
     env.params["tactile_image_noise"][2] = 3.0
-    a, b = _hold(env, 15)["tactile_image"], _hold(twin, 15)["tactile_image"]
+    a, b = hold_still(env, 15)["tactile_image"], hold_still(twin, 15)["tactile_image"]
     mad = _delta(b, twin.imager).abs().mean((1, 2, 3, 4))
     assert (mad.diff() > 0).all(), mad                                  # deeper press, more
     same = torch.tensor([True, True, False, True])
@@ -298,8 +288,8 @@ def test_cnn_student_reads_the_image_group(one_thread):
     from rlkd.nn.policy import ActorCritic
     from rlkd.storage.rollout import obs_specs
 
-    env = _make(3, tactile_obs="both", tactile_image_height=40, tactile_image_width=30)
-    obs = _hold(env, 2)
+    env = make_tactile(3, tactile_obs="both", tactile_image_height=40, tactile_image_width=30)
+    obs = hold_still(env, 2)
     specs = group_specs(env.observation_spaces)
     model = ActorCritic(specs, ["policy", "tactile_image"], ["critic"], act_dim=env.act_dim)
     assert "tactile_image" in model.actor_encoder.cnn and "tactile" not in model.actor_encoder.cnn
@@ -321,8 +311,8 @@ def test_tactile_panels_and_render_are_pure():
     assert frame.shape == (240, 320 + 2 + 180 + 2 + 180 + 2 + 125, 3) and frame.dtype == np.uint8
     assert tactile_panels(scene).shape == scene.shape
 
-    env = _make(2, tactile_obs="both", tactile_image_noise=5.0, tactile_noise_std=0.1)
-    obs = _hold(env, 3)
+    env = make_tactile(2, tactile_obs="both", tactile_image_noise=5.0, tactile_noise_std=0.1)
+    obs = hold_still(env, 3)
     depth, field = env.sensor.depth.clone(), env.sensor.field.clone()
     try:
         a = env.render([0, 1], width=160)

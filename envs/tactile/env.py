@@ -216,10 +216,11 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
         self.socket_xy[env_ids] = u[:, 3:5] * c.socket_range
         self.socket_err[env_ids] = (self.rng.normal(env_ids, 3)
                                     * self.params["socket_noise_std"][env_ids, None])
-        h0 = c.start_height_min + (u[:, 5] + 1) / 2 * (c.start_height_max - c.start_height_min)
+        surface, h_min, h_max = self._start_heights()
+        h0 = h_min + (u[:, 5] + 1) / 2 * (h_max - h_min)
         lowest = s.peg_length / 2 * torch.cos(theta) + s.peg_radius * torch.sin(theta).abs()
         peg_local = torch.stack((shift_x, torch.zeros_like(shift_x), self.grasp[2] + shift_z), -1)
-        hand_z = s.socket_depth + h0 + lowest - peg_local[:, 2]
+        hand_z = surface + h0 + lowest - peg_local[:, 2]
         hand = torch.cat((-self.socket_xy[env_ids], hand_z[:, None]), -1)
         half = theta / 2
         peg_quat = torch.stack((torch.cos(half), 0 * half, torch.sin(half), 0 * half), -1)
@@ -231,6 +232,11 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
         self.prev_action[env_ids] = 0.0
         self.last_action[env_ids] = 0.0
         self.sim.reset(env_ids, qpos.to(self.sim.dtype))
+
+    def _start_heights(self) -> tuple[float, float, float]:
+        """``(surface z, lowest, highest)``, m: the peg's lowest point starts ``U(lowest,
+        highest)`` above the surface (insertion: the socket's rim)."""
+        return self.spec.socket_depth, self.cfg.start_height_min, self.cfg.start_height_max
 
     def _state_finite(self) -> torch.Tensor:
         return torch.isfinite(self.sim.qpos).all(-1) & ~self.sim.unstable.to(self.device)

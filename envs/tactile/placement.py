@@ -97,7 +97,7 @@ from rlkd.sim.rotations import quat_rotate
 
 from .config import TactilePegConfig
 from .env import TactilePegEnv
-from .scene import SceneSpec, settled_finger_q
+from .scene import SceneSpec
 
 #: A pad whose contact force is below this (N) does not touch the peg (``released``).
 RELEASE_FORCE = 0.05
@@ -150,30 +150,13 @@ class TactilePegPlacementEnv(TactilePegEnv):
 
     # ------------------------------------------------------------------ reset
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
-        self._param_guard.check(self.params)
-        c, s = self.cfg, self.spec
-        m = env_ids.numel()
-        u = self.rng.uniform(env_ids, 6, -1.0, 1.0)
-        theta = u[:, 0] * c.in_hand_angle
-        shift_x, shift_z = u[:, 1] * c.in_hand_shift, u[:, 2] * c.in_hand_shift
-        self.socket_xy[env_ids] = u[:, 3:5] * c.socket_range
-        self.socket_err[env_ids] = (self.rng.normal(env_ids, 3)
-                                    * self.params["socket_noise_std"][env_ids, None])
-        h0 = c.place_height_min + (u[:, 5] + 1) / 2 * (c.place_height_max - c.place_height_min)
-        lowest = s.peg_length / 2 * torch.cos(theta) + s.peg_radius * torch.sin(theta).abs()
-        peg_local = torch.stack((shift_x, torch.zeros_like(shift_x), self.grasp[2] + shift_z), -1)
-        hand = torch.cat((-self.socket_xy[env_ids], (h0 + lowest - peg_local[:, 2])[:, None]), -1)
-        half = theta / 2
-        qpos = torch.zeros(m, self.sim.nq, device=self.device)
-        qpos[:, 0:3] = hand
-        qpos[:, 6:8] = settled_finger_q(self.params["grip_force"][env_ids, None])
-        qpos[:, 8:11] = hand + peg_local
-        qpos[:, 11:15] = torch.stack((torch.cos(half), 0 * half, torch.sin(half), 0 * half), -1)
-        self.prev_action[env_ids] = 0.0
-        self.last_action[env_ids] = 0.0
         self.hold_count[env_ids] = 0
         self._hold_lost[env_ids] = 0
-        self.sim.reset(env_ids, qpos.to(self.sim.dtype))
+        super()._reset_idx(env_ids)
+
+    def _start_heights(self) -> tuple[float, float, float]:
+        """The floor, and placement's start heights above it."""
+        return 0.0, self.cfg.place_height_min, self.cfg.place_height_max
 
     # ------------------------------------------------------------------ step
     def _step_sim(self, actions: torch.Tensor) -> None:
