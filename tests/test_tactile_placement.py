@@ -1,7 +1,8 @@
 """TactilePegPlacement-v0: the task is solvable (a privileged scripted policy places >= 90%),
 its rules (success only after the full hold, a peg let go in the air or knocked over is
 ``dropped``, pressing too hard is ``over_force``), the marker observation, the 7-dim action,
-the task knob choosing the class, and the floor physics a standing peg needs. ~15 s on 2 cores."""
+the task knob choosing the class, the floor physics a standing peg needs, exact resume in the
+middle of a hold, and insertion's MJCF left byte-identical. ~15 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -237,3 +238,54 @@ def test_placement_floor_rights_a_peg_below_its_tipping_angle_and_topples_it_bey
     # The socket's stiff contact numbers on the floor: a peg tilted 1 deg falls over.
     stiff = SceneSpec(socket=False)
     assert _standing(stiff, 1.0) > 30.0
+
+
+# ----------------------------------------------------------------------- resume, insertion scene
+def test_state_dict_resumes_mid_hold_bit_identically():
+    """The hold counters are env state: saved in the middle of a hold, a reloaded env steps on
+    with the same observations, rewards and success steps (a counter lost on resume would
+    delay or skip the success)."""
+    env = _make(8)
+    policy = env.scripted_policy()
+    obs = env.get_observations()
+    for _ in range(200):
+        if (env.hold_count > 0).any():
+            break
+        obs, *_ = env.step(policy(obs))
+    assert (env.hold_count > 0).any() and (env.hold_count < env.hold_steps).all()
+    saved = env.state_dict()
+    assert "hold_count" in saved["tensors"] and "_hold_lost" in saved["tensors"]
+
+    def run(o):
+        rows = []
+        for _ in range(30):
+            o, rew, term, _, info = env.step(policy(o))
+            rows.append((o["critic"].clone(), rew.clone(), term.clone(), env.hold_count.clone()))
+        return rows
+
+    first = run(obs)
+    assert any(r[2].any() for r in first)                # some envs finish their hold here
+    env.load_state_dict(saved)
+    second = run(env.get_observations())
+    for a, b in zip(first, second):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    env.close()
+
+
+#: sha256 of insertion's default MJCF (``scene_xml(SceneSpec())``), as before placement existed
+#: (commit 57577dc^): placement's scene fields must not change insertion's physics. Change it
+#: only with a deliberate change of insertion's scene.
+INSERTION_MJCF_SHA256 = "89289c32bdfa031526510ae7c5b7f9967ef208af5dff18d25f8a8f99f9b369ad"
+
+
+def test_insertion_mjcf_is_unchanged_by_the_placement_variant():
+    import hashlib
+
+    xml = scene_xml(SceneSpec())
+    assert hashlib.sha256(xml.encode()).hexdigest() == INSERTION_MJCF_SHA256
+    # placement-only fields leave a socket scene alone; the insertion env builds exactly it
+    assert scene_xml(SceneSpec(marker_radius=0.02)) == xml
+    env = rlkd.make("TactilePegInsertion-v0", num_envs=1, num_threads=1)
+    assert scene_xml(env.spec) == xml and "marker" not in xml
+    env.close()

@@ -50,8 +50,8 @@ that reference pose and velocity. **Termination**: the pelvis below ``fall_heigh
 or the mean keypoint error above ``max_tracking_error`` (``tracking_failure``). **Truncation**:
 ``max_episode_steps``; an episode that reaches it counts as ``success``.
 
-**Params** (per-env tensors in ``env.params``): the backend's ``body_mass``,
-``geom_friction``, ``actuator_gain`` (PD kp) and ``dof_damping``, plus ``obs_noise_std`` and
+**Params** (per-env tensors in ``env.params``): the backend's ``body_mass``, ``geom_friction``,
+``actuator_gain`` (PD kp), ``dof_damping`` and ``geom_solref``, plus ``obs_noise_std`` and
 ``action_noise_std``. **Metrics** (``info["metrics"]``): ``mpjpe`` (mean world-frame keypoint
 error, mm), ``mpjpe_local`` (the same after moving the pelvis onto the reference's: root-aligned
 MPJPE, mm) and ``root_error`` (pelvis position error, mm).

@@ -76,6 +76,11 @@ class TactilePegConfig:
     """``penalty`` mode tangential damping, N s/m per taxel (TacSL: 0.1)."""
     tactile_mu: float = knob(2.0, NONNEG)
     """``penalty`` mode friction cap of the shear (TacSL: 2)."""
+    gel_stiffness: float = knob(1.0, POSITIVE)
+    """Pad (gel) contact stiffness as a multiple of the nominal pad's, 1 = nominal (param,
+    per env): the two pads' ``solref`` time constant becomes ``nominal / sqrt(g)`` (stiffness
+    ``~ 1 / timeconst^2``, see the env's manual); MuJoCo's 2-step floor on the time constant
+    caps the effect at ``(0.01 / 0.004)^2 = 6.25`` with the default pads and 2 ms step."""
     tactile_noise_std: float = knob(0.0, NONNEG)
     """Gaussian noise added to every field value, the field's units (param)."""
     tactile_dropout: float = knob(0.0, number(lo=0, hi=1))

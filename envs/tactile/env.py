@@ -65,8 +65,25 @@ centre left the grasp point by more than ``drop_distance``; ``over_force``: the
 environment's force on the peg above ``max_force``. **Truncation**: ``max_episode_steps``.
 
 **Params** (``env.params``): the backend's ``body_mass``, ``geom_friction``,
-``actuator_gain``, ``dof_damping``, and ``grip_force`` (N), ``socket_noise_std`` (m),
-``tactile_noise_std``, ``tactile_dropout``, ``tactile_image_noise`` (intensity units).
+``actuator_gain``, ``dof_damping``, ``geom_solref``, and ``grip_force`` (N),
+``socket_noise_std`` (m), ``tactile_noise_std``, ``tactile_dropout``, ``tactile_image_noise``
+(intensity units), ``gel_stiffness`` (``(N,)``, a factor, 1 = the nominal pad, > 0).
+
+``gel_stiffness`` g owns the time constant of the two pad geoms' ``geom_solref`` rows (column
+0; the damping ratio and every other geom are left alone): before each reset and step whose
+envs' g changed, it is set to ``timeconst_0 / sqrt(g)`` (``timeconst_0`` = the scene's
+``pad_solref[0]``, 0.01 s; g = 1 writes it back bitwise). MuJoCo's contact for ``solref``
+``(timeconst, dampratio)`` is a spring of stiffness ``k = d(r) / (dmax^2 timeconst^2
+dampratio^2)`` and damping ``b = 2 / (dmax timeconst)`` (per unit effective mass; ``d`` the
+``solimp`` impedance), so the gel's stiffness scales by g and, the damping ratio kept, it stays
+critically damped. At rest the penetration depends on ``grip_force / g`` alone (measured: g = 4
+at 40 N presses the pads as far as g = 1 at 10 N, 0.61 mm; at 10 N g = 0.25 / 1 / 4 give
+1.09 / 0.61 / 0.31 mm; not proportional to 1 / g, since the impedance grows with depth). MuJoCo
+floors the time constant at two physics steps (``refsafe``), so g above ``(0.01 / 0.004)^2 =
+6.25`` acts as 6.25. Resets still start the fingers at the nominal pad's settled position
+(:func:`.scene.settled_finger_q`); they settle within a few control steps for g in [0.1, 10] at
+5-40 N (measured: the peg moves < 0.02 mm in the hand). Write ``geom_solref``'s pad rows
+directly only with g left alone: the next change of g overwrites its envs' pad time constants.
 **Metrics**: ``depth`` (mm, insertion depth), ``contact_force`` (N, the environment's force on
 the peg).
 
@@ -89,15 +106,16 @@ from rlkd.sim.rotations import quat_conj, quat_mul, quat_rotate, quat_to_rot6
 
 from .config import TactilePegConfig
 from .image import TactileImager, tactile_panels
-from .scene import (FINGERS, GRASP_DROP, WRIST_JOINTS, SceneSpec, pad_centre_z, scene_xml,
-                    settled_finger_q)
+from .scene import (FINGERS, GRASP_DROP, PADS, WRIST_JOINTS, SceneSpec, pad_centre_z,
+                    scene_xml, settled_finger_q)
 from .sensor import TactileSensor
 
 #: Pad-frame axes (columns x, y, z) in the finger body frame, and the surface origin's offset
 #: along the hand y axis per unit pad half-thickness: right pad (+y, faces -y), left pad.
 _PAD_AXES = ((((-1, 0, 0), (0, 0, -1), (0, -1, 0)), -1.0),
              (((1, 0, 0), (0, 0, -1), (0, 1, 0)), 1.0))
-_EXTRA_PARAMS = ("grip_force", "socket_noise_std", "tactile_noise_std", "tactile_dropout")
+_EXTRA_PARAMS = ("grip_force", "socket_noise_std", "tactile_noise_std", "tactile_dropout",
+                 "gel_stiffness")
 
 
 def _parts() -> dict[str, list[tuple[str, int]]]:
@@ -127,6 +145,7 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
         "obs_noise": (("socket_noise_std", "set"),),
         "tactile_noise": (("tactile_noise_std", "set"),),
         "sensor_dropout": (("tactile_dropout", "set"),),
+        "gel_stiffness": (("gel_stiffness", "scale"),),
     }
     REPORT_METRICS = {"depth": "max", "contact_force": "max"}
     STEP_TORCH_THREADS = 1  # MuJoCo's own thread pool occupies the cores during the physics
@@ -175,6 +194,14 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
         self.params = {**self.sim.params, **{n: full(getattr(c, n)) for n in _EXTRA_PARAMS}}
         self._param_guard = ParamGuard(num_envs)
         self.params["tactile_image_noise"] = full(c.tactile_image_noise)
+        #: ``(2,)`` pad geom ids (right, left) and ``(2,)`` their nominal contact time constant,
+        #: s (the sim's dtype and device), from which ``gel_stiffness`` derives theirs.
+        self.pad_geom_ids = torch.as_tensor([m.geom(p).id for p in PADS], device=self.sim.device)
+        self._pad_timeconst = self.sim.params["geom_solref"][0, self.pad_geom_ids, 0].clone()
+        #: ``(N,)`` the ``gel_stiffness`` values the pads' solref was last derived from.
+        self._gel_applied = torch.ones(num_envs, device=dev)
+        self._gel_seen: tuple[torch.Tensor, int | None] | None = None
+        self._apply_gel()
         #: The force field (``tactile_obs`` field / both) and the image (image / both), or None.
         self.sensor: TactileSensor | None = None
         self.imager: TactileImager | None = None
@@ -205,9 +232,44 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
                 (2, 3, c.tactile_image_height, c.tactile_image_width), 0, 255, np.uint8)
         self.action_space = action_box(6)
 
+    # ------------------------------------------------------------------ params
+    def _check_params(self) -> None:
+        """Before a reset or step: refuse bad params (:class:`ParamGuard`: shape, NaN/Inf) and
+        derive the pads' ``geom_solref`` from ``gel_stiffness`` where it changed."""
+        self._param_guard.check(self.params)  # O(1) unless a param was written
+        self._apply_gel()
+
+    def _apply_gel(self) -> None:
+        """Set the pad geoms' ``geom_solref`` time constant (column 0 of rows
+        :attr:`pad_geom_ids` of ``sim.params["geom_solref"]``, ``(N, ngeom, 2)``, s) of the envs
+        whose ``gel_stiffness`` ``(N,)`` changed to ``nominal / sqrt(gel_stiffness)`` (module
+        docstring). O(1) when the param was not written (torch's version counter); a value
+        ``<= 0`` raises ``ValueError`` naming the param and envs."""
+        g = self.params["gel_stiffness"]
+        version = getattr(g, "_version", None)
+        seen = self._gel_seen
+        if seen is not None and seen[0] is g and version is not None and seen[1] == version:
+            return
+        bad = ~(g > 0)
+        if bool(bad.any()):
+            ids = bad.nonzero().squeeze(-1)
+            raise ValueError(f"params['gel_stiffness'] must be a finite number > 0 (a factor on "
+                             f"the nominal pad stiffness) for env ids {ids[:10].tolist()}"
+                             f"{' ...' if ids.numel() > 10 else ''} (values "
+                             f"{g[ids[:3]].tolist()})")
+        rows = (g != self._gel_applied).nonzero().squeeze(-1)
+        if rows.numel():
+            solref = self.sim.params["geom_solref"]
+            gs = g[rows].to(device=solref.device, dtype=solref.dtype)
+            r = rows.to(solref.device)
+            tc = self._pad_timeconst[None, :] / gs.sqrt()[:, None]          # (M, 2), s
+            solref[r[:, None], self.pad_geom_ids[None, :], 0] = tc
+            self._gel_applied[rows] = g[rows]
+        self._gel_seen = (g, getattr(g, "_version", None))
+
     # ------------------------------------------------------------------ reset
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
-        self._param_guard.check(self.params)
+        self._check_params()
         c, s = self.cfg, self.spec
         m = env_ids.numel()
         u = self.rng.uniform(env_ids, 6, -1.0, 1.0)
@@ -243,7 +305,7 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
 
     # ------------------------------------------------------------------ step
     def _step_sim(self, actions: torch.Tensor) -> None:
-        self._param_guard.check(self.params)  # O(1) unless a param was written
+        self._check_params()
         q = self.sim.qpos[:, :6].float()
         target = torch.minimum(torch.maximum(q + actions * self.action_scale, self.wrist_lo),
                                self.wrist_hi)

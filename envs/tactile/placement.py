@@ -160,7 +160,7 @@ class TactilePegPlacementEnv(TactilePegEnv):
 
     # ------------------------------------------------------------------ step
     def _step_sim(self, actions: torch.Tensor) -> None:
-        self._param_guard.check(self.params)
+        self._check_params()
         q = self.sim.qpos[:, :6].float()
         target = torch.minimum(torch.maximum(q + actions[:, :6] * self.action_scale,
                                              self.wrist_lo), self.wrist_hi)

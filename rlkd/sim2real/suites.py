@@ -4,8 +4,9 @@ A **condition** is a list of perturbations ``kind -> value``. Kinds are task-ind
 (``mass``, ``friction``, ``motor_strength``, ``pd_gains``, ``action_latency``, ``obs_noise``, ...);
 each task's ``PERTURBATIONS`` table says which of its ``params`` a kind acts on and how (an
 :data:`OPS` entry). Scale-type kinds (``mass``, ``inertia``, ``friction``, ``motor_strength``,
-``pd_gains``) take a factor on the nominal value (1 = nominal); the others take an absolute value
-(steps for ``action_latency``, standard deviations or probabilities for noise and dropout).
+``pd_gains``, ``gel_stiffness``) take a factor on the nominal value (1 = nominal); the others
+take an absolute value (steps for ``action_latency``, standard deviations or probabilities for
+noise and dropout).
 A condition may also write raw params by name (``params: {slip: 0.2}``).
 
 Conditions are applied to blocks of envs of one batch, so a whole suite runs as one batch and
@@ -54,6 +55,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "sensor_dropout": ("probability", "chance that each exteroceptive reading is lost"),
     "lidar_noise": ("metres (std)", "Gaussian range noise of the lidar"),
     "tactile_noise": ("obs units (std)", "Gaussian noise on tactile readings"),
+    "gel_stiffness": ("factor", "tactile gel (finger pad) contact stiffness relative to nominal"),
 }
 
 

@@ -84,8 +84,9 @@ class MujocoBatch:
 
     Per-env physical parameters, :attr:`params` (name -> tensor, dtype :attr:`dtype`):
     ``body_mass (N, nbody)``, ``geom_friction (N, ngeom, 3)``, ``actuator_gain (N, nu)``,
-    ``dof_damping (N, nv)``; see :class:`~rlkd.sim.mujoco.model.ParamTable` for what each maps
-    to (mass also scales inertia; servo gains keep their bias consistent). Write them in place
+    ``dof_damping (N, nv)``, ``geom_solref (N, ngeom, 2)`` (contact time constant s, damping
+    ratio); see :class:`~rlkd.sim.mujoco.model.ParamTable` for what each maps to (mass also
+    scales inertia; servo gains keep their bias consistent). Write them in place
     with torch ops (``batch.params["body_mass"][ids, 1] *= 1.2``) or assign a new tensor of the
     same shape: changes are detected (torch's version counter, O(1) per step) and applied before
     the next :meth:`step` to the changed envs only, without rebuilding. Writes that bypass torch

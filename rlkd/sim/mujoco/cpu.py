@@ -24,9 +24,10 @@ are copied into batched arrays in C++, per-env model fields are expanded in plac
 (``Batch.expand``, no model copies) and no Python runs per env. With MuJoCo < 4.0 the thread
 pool (:mod:`rlkd.sim.mujoco.pool`) is the fallback.
 
-Memory and parameter writes, 2048 humanoids: the batch takes ~20 MB, ~36 MB once all four
-parameters are per env; writing every env's masses takes 0.1 s (``mj_setConst`` per env
-included), friction, gains or damping ~0.02 s each; with no write, the per-step check costs
+Memory and parameter writes, 2048 humanoids: the batch takes ~20 MB, ~36 MB once mass,
+friction, gains and damping are per env (``geom_solref`` adds ``16 ngeom`` bytes per env);
+writing every env's masses takes 0.1 s (``mj_setConst`` per env included), friction, gains or
+damping ~0.02 s each; with no write, the per-step check costs
 ~8 us. The batch is not persistent (one ``MjData`` per *thread*: ~4 MB for 2048 humanoids,
 ~400 MB persistent) unless the model needs it (plugins, sleeping islands), per
 ``mujoco.batch``'s rules.
@@ -161,6 +162,8 @@ class CpuBackend:
             b.expand("geom_friction")[ids] = values["geom_friction"]
         if "dof_damping" in values:
             b.expand("dof_damping")[ids] = values["dof_damping"]
+        if "geom_solref" in values:
+            b.expand("geom_solref")[ids] = values["geom_solref"]
         if "actuator_gain" in values:
             gain = values["actuator_gain"]
             b.expand("actuator_gainprm")[ids, :, 0] = gain

@@ -2,8 +2,8 @@
 
 :func:`load_model` turns an ``MjModel``, a file path or an MJCF string into an ``MjModel``.
 :class:`ParamTable` describes the randomizable parameters (``body_mass``, ``geom_friction``,
-``actuator_gain``, ``dof_damping``): their nominal values, how a value maps onto MuJoCo model
-fields and how writes are validated.
+``actuator_gain``, ``dof_damping``, ``geom_solref``): their nominal values, how a value maps onto
+MuJoCo model fields and how writes are validated.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 
 #: Names of the per-env physical parameters, in the order they are applied.
-PARAM_NAMES = ("body_mass", "geom_friction", "actuator_gain", "dof_damping")
+PARAM_NAMES = ("body_mass", "geom_friction", "actuator_gain", "dof_damping", "geom_solref")
 #: Derived fields a batch can keep, beyond the state (qpos, qvel, act, ctrl, time).
 FIELDS = ("xpos", "xquat", "cvel", "sensordata", "cfrc_ext")
 #: Of those, the ones refreshed at the new state after a step (mj_step1's stages).
@@ -114,6 +114,15 @@ class ParamTable:
       -gainprm[0]``) the bias term is rewritten to ``-gain`` too, so ``force = kp * (ctrl - q)``
       stays a PD law around the commanded target instead of acquiring an offset.
     * ``dof_damping (nv,)``: joint damping, N*s/m or N*m*s/rad.
+    * ``geom_solref (ngeom, 2)``: contact ``solref`` of each geom in MuJoCo's standard form
+      ``(timeconst s, dampratio)``, both > 0: the contact behaves as a spring-damper of stiffness
+      ``k = d(r) / (dmax^2 timeconst^2 dampratio^2)`` and damping ``b = 2 / (dmax timeconst)``
+      (per unit effective mass), so stiffness scales as ``1 / timeconst^2``. Which geom's
+      solref a contact uses follows MuJoCo's rules (the higher ``priority`` geom's, else the
+      ``solmix``-weighted mean). MuJoCo's negative *direct* form ``(-stiffness, -damping)`` is
+      not supported: a row with a value ``<= 0`` is refused. With ``refsafe`` on (MuJoCo's
+      default) the simulator uses ``max(timeconst, 2 * timestep)``, so a time constant below
+      two steps stiffens no further.
     """
 
     body_mass: np.ndarray
@@ -121,6 +130,7 @@ class ParamTable:
     geom_friction: np.ndarray
     actuator_gain: np.ndarray
     dof_damping: np.ndarray
+    geom_solref: np.ndarray
     #: ``(nu,)`` bool: position servos (bias index 1 follows the gain).
     position_servo: np.ndarray
     #: ``(nu,)`` bool: velocity servos (bias index 2 follows the gain).
@@ -136,7 +146,8 @@ class ParamTable:
         vel = affine & fixed & ~pos & (bias[:, 1] == 0) & (bias[:, 2] == -gain) & (gain != 0)
         return cls(body_mass=m.body_mass.copy(), body_inertia=m.body_inertia.copy(),
                    geom_friction=m.geom_friction.copy(), actuator_gain=gain,
-                   dof_damping=m.dof_damping.copy(), position_servo=pos, velocity_servo=vel)
+                   dof_damping=m.dof_damping.copy(), geom_solref=m.geom_solref.copy(),
+                   position_servo=pos, velocity_servo=vel)
 
     def nominal(self, name: str) -> np.ndarray:
         """Nominal value of parameter ``name`` (one env's shape)."""
@@ -155,6 +166,11 @@ class ParamTable:
         elif name in ("geom_friction", "dof_damping"):
             bad |= (values < 0).reshape(len(values), -1).any(axis=1)
             what = "not finite or negative"
+        elif name == "geom_solref":
+            # standard form only: (timeconst, dampratio), both > 0 (no direct-stiffness form)
+            bad |= (values <= 0).reshape(len(values), -1).any(axis=1)
+            what = ("not finite, or not > 0 (solref is (time constant s, damping ratio), both "
+                    "> 0; MuJoCo's negative direct-stiffness form is not supported)")
         if bad.any():
             ids = env_ids[bad][:10].tolist()
             raise ValueError(f"params[{name!r}] is {what} for env ids {ids}")
@@ -176,6 +192,8 @@ class ParamTable:
             m.geom_friction[:] = row
         elif name == "dof_damping":
             m.dof_damping[:] = row
+        elif name == "geom_solref":
+            m.geom_solref[:] = row
         elif name == "actuator_gain":
             m.actuator_gainprm[:, 0] = row
             m.actuator_biasprm[self.position_servo, 1] = -row[self.position_servo]

@@ -36,12 +36,12 @@ from rlkd.sim.mujoco.model import INTEGRATION_SPEC, POS_VEL_FIELDS, ParamTable
 #: Model fields given a per-world leading dimension (those our parameters write and those
 #: ``set_const`` derives from them). Fields a mujoco_warp version does not batch are skipped.
 _BATCHED_FIELDS = ("body_mass", "body_inertia", "body_subtreemass", "body_invweight0",
-                   "dof_invweight0", "dof_damping", "geom_friction", "actuator_gainprm",
-                   "actuator_biasprm", "actuator_acc0", "tendon_invweight0")
+                   "dof_invweight0", "dof_damping", "geom_friction", "geom_solref",
+                   "actuator_gainprm", "actuator_biasprm", "actuator_acc0", "tendon_invweight0")
 
 #: Fields our parameter writes touch (must be batched for per-env parameters).
-_WRITTEN_FIELDS = ("body_mass", "body_inertia", "geom_friction", "dof_damping",
-                   "actuator_gainprm", "actuator_biasprm")
+_WRITTEN_FIELDS = ("body_mass", "body_inertia", "geom_friction", "geom_solref",
+                   "dof_damping", "actuator_gainprm", "actuator_biasprm")
 
 MISSING_MESSAGE = ("backend='warp' needs the packages 'mujoco-warp' and 'warp-lang' "
                    "(pip install mujoco-warp warp-lang, or pip install 'rlkd[gpu]')")
@@ -230,6 +230,8 @@ class WarpBackend:
             mt["geom_friction"][ids_t] = rows(values["geom_friction"])
         if "dof_damping" in values:
             mt["dof_damping"][ids_t] = rows(values["dof_damping"])
+        if "geom_solref" in values:  # (N, ngeom, 2) view of the per-world wp.vec2 array
+            mt["geom_solref"][ids_t] = rows(values["geom_solref"])
         if "actuator_gain" in values:
             gain = rows(values["actuator_gain"])
             mt["actuator_gainprm"][ids_t, :, 0] = gain
