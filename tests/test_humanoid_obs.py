@@ -56,7 +56,8 @@ def test_observation_layout_names_every_part_of_every_group():
     env = rlkd.make("HumanoidMotion-v0", num_envs=2, seed=0)
     layout = env.observation_layout              # validated: contiguous, covers each group
     assert set(layout) == set(env.observation_spaces) == {"policy", "proprio", "reference",
-                                                          "critic"}
+                                                          "critic", "teacher"}
+    assert layout["teacher"] == layout["policy"]  # the same parts; only prev_action's mode differs
     policy, proprio, reference = layout["policy"], layout["proprio"], layout["reference"]
     n_prop = env.observation_spaces["proprio"].shape[0]
     # policy's parts are proprio's then reference's, same names, reference shifted by proprio.

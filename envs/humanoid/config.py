@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlkd.core.config import integer, integers, knob, number, one_of, text, validate_fields
+from rlkd.core.config import (integer, integers, knob, number, one_of, span, text,
+                              validate_fields)
 
 #: Shorthand rule: a finite number >= 0 (reward weights and scales, noise levels, heights).
 NONNEG = number(lo=0)
@@ -43,6 +44,10 @@ class HumanoidMotionConfig:
     for experts, which see it anyway; much faster to train)."""
     residual_scale: float = knob(0.5, NONNEG)
     """Largest residual around the reference in ``residual`` mode, rad."""
+    teacher_action_mode: str = knob("residual", one_of("absolute", "residual"))
+    """Action mode of the expert that reads the ``teacher`` group: its ``prev_action`` part is
+    the last action re-expressed in this mode (a residual expert fed its absolute previous
+    action doubles its error, 32 -> 66 mm), whatever ``action_mode`` this env runs in."""
 
     # --- reward (DeepMimic terms plus PHC's global keypoint term: sum of w * exp(-k * error))
     w_pose: float = knob(0.5, NONNEG)
@@ -82,6 +87,40 @@ class HumanoidMotionConfig:
     ``policy``'s proprioceptive part; ``critic`` stays clean), param ``obs_noise_std``."""
     action_noise_std: float = knob(0.0, NONNEG)
     """Gaussian noise on the actions before they become PD targets (param ``action_noise_std``)."""
+
+    # --- vision: a camera films the reference performer (the video to imitate)
+    vision: str = knob("none", one_of("none", "rays", "keypoints2d"))
+    """``"none"``: no camera (today's groups and speed). ``"rays"``: groups ``keypoints`` and
+    ``student`` carry each detected keypoint as a pixel-aligned ray (PhysHMR); ``"keypoints2d"``:
+    as pixels with the intrinsics instead."""
+    keypoint_steps: tuple[int, ...] = knob((0, 1, 3, 6), integers(lo=0))
+    """Video frames in the ``keypoints`` group, as control steps ahead of now (the video is
+    known ahead, as in PhysHMR)."""
+    camera_mode: str = knob("follow", one_of("follow", "fixed"))
+    """``"follow"``: the camera keeps its offset from the performer's pelvis (a dolly; its
+    world azimuth stays put); ``"fixed"``: placed at reset, then still (the performer may leave
+    the image)."""
+    camera_distance: tuple[float, float] = knob((3.0, 5.0), span(lo=0.5, hi=100))
+    """Horizontal distance from the camera to the performer's pelvis at reset, metres; drawn
+    per env at reset from this range (param ``camera_distance``)."""
+    camera_height: tuple[float, float] = knob((1.0, 2.0), span(lo=0.05, hi=100))
+    """Camera height above the floor, metres (param ``camera_height``)."""
+    camera_azimuth: tuple[float, float] = knob((-60.0, 60.0), span(lo=-360, hi=360))
+    """Camera direction around the performer, degrees, relative to the performer's heading at
+    reset (0: in front, filming its face; 180: behind) (param ``camera_azimuth``)."""
+    camera_fovy: tuple[float, float] = knob((45.0, 60.0), span(lo=5, hi=170))
+    """Vertical field of view, degrees (param ``camera_fovy``); square pixels."""
+    image_size: tuple[int, ...] = knob((640, 480), integers(lo=16, min_len=2))
+    """Image width, height in pixels that the detections live in."""
+    keypoint_noise_px: tuple[float, float] = knob((1.0, 3.0), span(lo=0, hi=1000))
+    """Detector noise: Gaussian pixel noise std on every detected keypoint, px (param
+    ``keypoint_noise_px``, times param ``keypoint_noise_scale``, 1 unless a suite sets it)."""
+    keypoint_dropout: tuple[float, float] = knob((0.0, 0.05), span(lo=0, hi=1))
+    """Probability that a visible keypoint goes undetected, per keypoint and frame (param
+    ``keypoint_dropout``)."""
+    keypoint_occlusion: int = knob(0, integer(lo=0, hi=16))
+    """Occluder boxes per env between the camera and the performer (placed at reset, moving
+    with the camera rig): keypoints behind them are unseen. The body does not occlude itself."""
 
     def __post_init__(self) -> None:
         self.validate()

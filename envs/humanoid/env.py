@@ -35,7 +35,28 @@ critic      350    ``policy`` without noise, then the current tracking errors ``
                    (28), ``err_joint_vel`` (28, x 0.1), ``err_end_effectors`` (15),
                    ``err_pelvis_pos`` (3), ``foot_forces`` (2 x 3) foot contact forces / body
                    weight in the world frame, ``phase`` (2) the clip phase as (sin, cos)
+teacher     268    ``policy`` with ``prev_action`` re-expressed in ``teacher_action_mode``
+                   (0 at an episode's first step, as in the expert's own env): what a residual
+                   expert reads inside an absolute-action student env
+keypoints   356    only with ``vision`` != ``"none"``: what a camera filming the *reference
+                   performer* shows, per frame of ``keypoint_steps`` (prefix ``kp{k}_``):
+                   ``rays`` (60) unit rays through the 20 detected keypoints in the heading
+                   frame (``keypoints2d``: ``uv`` (40) pixels scaled to [-1, 1] and
+                   ``intrinsics`` (4) fx/W, fy/H, cx/W, cy/H), ``visible`` (20) 1 if seen,
+                   ``camera_pos`` (3) camera centre relative to the pelvis and ``camera_rot6``
+                   (6) camera axes, heading frame; unseen keypoints are zeros
+student     468    ``proprio`` then ``keypoints``: what a vision student reads
 ==========  =====  ============================================================================
+
+**Camera** (``vision="rays"|"keypoints2d"``, :mod:`rlkd.envs.humanoid.camera_obs`): a pinhole
+camera (OpenCV axes) looks at the reference performer's pelvis from ``camera_distance``
+(horizontal), ``camera_height`` and ``camera_azimuth`` (from its heading at reset), with
+``camera_fovy``; ``follow`` keeps the offset as the performer moves, ``fixed`` stays put.
+A 2D detector adds ``keypoint_noise_px`` pixel noise, drops keypoints with
+``keypoint_dropout``; ``keypoint_occlusion`` boxes hide some; keypoints behind the camera or
+outside the image are unseen. ``env.camera()``, ``env.keypoints_2d()`` and
+``env.keypoint_rays()`` return the latest frame-0 view; :meth:`to_absolute` turns a residual
+expert's actions into absolute labels.
 
 **Reward** (DeepMimic, plus PHC's global keypoint term): ``w_pose exp(-k_pose e_pose) + w_vel
 exp(-k_vel e_vel) + w_end_effector exp(-k_end_effector e_ee) + w_root exp(-k_root e_root) +
@@ -52,17 +73,25 @@ or the mean keypoint error above ``max_tracking_error`` (``tracking_failure``). 
 
 **Params** (per-env tensors in ``env.params``): the backend's ``body_mass``, ``geom_friction``,
 ``actuator_gain`` (PD kp), ``dof_damping`` and ``geom_solref``, plus ``obs_noise_std`` and
-``action_noise_std``. **Metrics** (``info["metrics"]``): ``mpjpe`` (mean world-frame keypoint
+``action_noise_std``; with a camera also ``camera_distance``, ``camera_height``,
+``camera_azimuth`` (deg), ``camera_fovy`` (deg), ``keypoint_noise_px``, ``keypoint_dropout``
+(drawn per env at reset from the config ranges of the same names; a write moves that env's
+camera at once) and ``keypoint_noise_scale`` (1; sim-to-real kind ``keypoint_noise`` scales
+it). **Metrics** (``info["metrics"]``): ``mpjpe`` (mean world-frame keypoint
 error, mm), ``mpjpe_local`` (the same after moving the pelvis onto the reference's: root-aligned
-MPJPE, mm) and ``root_error`` (pelvis position error, mm).
+MPJPE, mm), ``root_error`` (pelvis position error, mm), ``accel_error`` (keypoint second
+differences against the reference's, mm/frame^2; 0 for an episode's first two steps),
+``foot_sliding`` (horizontal travel of a sole that stays within 2 cm of the floor, mm/frame,
+mean over such feet, 0 when none is down) and, with a camera, ``reprojection_error`` (px, the
+simulated body projected by the camera against the detections, over the seen keypoints).
 
-**Version history**: v0 (first release; the ``proprio`` and ``reference`` groups were added
-later without changing ``policy`` or ``critic``).
+**Version history**: v0 (first release; the ``proprio``, ``reference``, ``teacher`` groups, the
+opt-in camera groups and the metrics ``accel_error``, ``foot_sliding`` were added later
+without changing ``policy`` or ``critic``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,18 +114,15 @@ from rlkd.sim.rotations import (
 )
 
 from . import metrics
+from .actions import ACTION_MODES, convert_actions, pd_targets
+from .camera_obs import CameraObservations, keypoint_parts
 from .config import HumanoidMotionConfig
-from .motions import (
-    JOINT_RANGE_TOLERANCE,
-    PROCEDURAL,
-    MotionLibrary,
-    MotionState,
-    load_motion,
-    procedural_clip,
-)
+from .motions import MotionState, load_library
 from .skeleton import ASSET_PATH, END_EFFECTORS, FEET, Skeleton
 
 _SKELETON: Skeleton | None = None
+#: A sole whose lowest corner is this close to the floor is on the ground (foot sliding), m.
+FOOT_CONTACT_HEIGHT = 0.02
 
 
 def _skeleton() -> Skeleton:
@@ -106,26 +132,8 @@ def _skeleton() -> Skeleton:
     return _SKELETON
 
 
-def load_library(spec: str, skeleton: Skeleton, device, mode: str,
-                 joint_range_tolerance: float = JOINT_RANGE_TOLERANCE) -> MotionLibrary:
-    """A :class:`MotionLibrary` from ``spec``: comma-separated procedural kinds and/or files
-    (a clip further than ``joint_range_tolerance`` rad outside a joint range is refused)."""
-    clips = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        if item in PROCEDURAL:
-            clips.append(procedural_clip(item, skeleton))
-        elif Path(item).suffix.lower() in (".npz", ".bvh"):
-            clips.append(load_motion(item, skeleton, joint_range_tolerance=joint_range_tolerance))
-        else:
-            raise ValueError(f"motion {item!r} is neither a procedural kind {list(PROCEDURAL)} "
-                             f"nor a .npz/.bvh file")
-    if not clips:
-        raise ValueError("motion is empty: name at least one clip")
-    return MotionLibrary(clips, skeleton, device=device, mode=mode,
-                         joint_range_tolerance=joint_range_tolerance)
-
-
-def _observation_parts(nd: int, n_ee: int, future_steps) -> dict[str, list[tuple[str, int]]]:
+def _observation_parts(nd: int, n_ee: int, future_steps, vision: str = "none",
+                       num_keypoints: int = 0, keypoint_steps=()) -> dict[str, list[tuple[str, int]]]:
     """``{group: [(part, size), ...]}`` in feature order, for ``nd`` joints, ``n_ee`` end-effector
     coordinates (3 per site) and the ``future_steps`` offsets: the one description of the
     observation that sizes the spaces and names the layout. Future frames are named by their
@@ -141,11 +149,15 @@ def _observation_parts(nd: int, n_ee: int, future_steps) -> dict[str, list[tuple
     critic = proprio + reference + [("err_joint_pos", nd), ("err_joint_vel", nd),
                                     ("err_end_effectors", n_ee), ("err_pelvis_pos", 3),
                                     ("foot_forces", 6), ("phase", 2)]
-    return {"policy": proprio + reference, "proprio": proprio, "reference": reference,
-            "critic": critic}
+    parts = {"policy": proprio + reference, "proprio": proprio, "reference": reference,
+             "critic": critic, "teacher": proprio + reference}
+    if vision != "none":
+        keypoints = keypoint_parts(vision, num_keypoints, keypoint_steps)
+        parts.update(keypoints=keypoints, student=proprio + keypoints)
+    return parts
 
 
-class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
+class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
     """Batched humanoid motion tracking; see the module docstring for the full manual."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -155,8 +167,10 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
         "pd_gains": (("actuator_gain", "scale"),),
         "obs_noise": (("obs_noise_std", "set"),),
         "action_noise": (("action_noise_std", "set"),),
+        "keypoint_noise": (("keypoint_noise_scale", "scale"),),
     }
-    REPORT_METRICS = {"mpjpe": "mean", "mpjpe_local": "mean", "root_error": "mean"}
+    REPORT_METRICS = {"mpjpe": "mean", "mpjpe_local": "mean", "root_error": "mean",
+                      "accel_error": "mean", "foot_sliding": "mean"}
     STEP_TORCH_THREADS = 1  # MuJoCo's own thread pool occupies the cores during the physics
 
     def __init__(self, cfg: HumanoidMotionConfig, num_envs: int = 1, device="cpu", seed: int = 0,
@@ -183,7 +197,13 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
         self.body_weight = float(sk.mass * 9.81)
         self.future = torch.as_tensor(c.future_steps, dtype=torch.float32, device=dev) * self.dt
         self._next_step = torch.full((1,), self.dt, device=dev)  # residual targets: t + dt
-        self._ref_offsets = torch.cat((torch.zeros(1, device=dev), self.future))
+        # Reference offsets per observation: now, the future frames, then the camera's video
+        # frames not among them (_kp_rows picks the video frames).
+        offsets = [0.0] + [float(k) for k in c.future_steps]
+        if c.vision != "none":
+            offsets += [float(k) for k in c.keypoint_steps if float(k) not in offsets]
+            self._kp_rows = [offsets.index(float(k)) for k in c.keypoint_steps]
+        self._ref_offsets = torch.as_tensor(offsets, dtype=torch.float32, device=dev) * self.dt
 
         full = lambda v: torch.full((num_envs,), v, dtype=torch.float32, device=dev)  # noqa: E731
         # The backend's physical params are shared tensors: a write here reaches the physics.
@@ -194,13 +214,17 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
         self.prev_action = torch.zeros(num_envs, nd, device=dev)
         self._cache: dict[str, Any] = {}
 
-        self._parts = _observation_parts(nd, 3 * len(END_EFFECTORS), c.future_steps)
+        self._parts = _observation_parts(nd, 3 * len(END_EFFECTORS), c.future_steps, c.vision,
+                                         P := len(sk.keypoint_names), c.keypoint_steps)
         size = {g: sum(n for _, n in parts) for g, parts in self._parts.items()}
         # Noise hits the sensed quantities of proprio, not the last action (its last part).
         self._n_prop_noisy = size["proprio"] - nd
-        self.observation_spaces = {g: box((size[g],)) for g in ("policy", "proprio", "reference",
-                                                                "critic")}
+        self.observation_spaces = {g: box((n,)) for g, n in size.items()}
         self.action_space = action_box(nd)
+        # Metric history: the last two frames' keypoints (simulated, reference) and soles.
+        self._hist_kp, self._hist_sole = (torch.zeros(num_envs, 2, 2, P, 3, device=dev),
+                                          torch.zeros(num_envs, 2, 3, device=dev))
+        self._init_vision()
 
     # ------------------------------------------------------------------ state
     def _sim_state(self, env_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -240,10 +264,16 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
         self.t0[env_ids] = u[:, 1] * self.motions.duration[clip].float()
         self.prev_action[env_ids] = 0.0
         ref = self.motions.sample(clip, self.t0[env_ids], rotations=False)
+        self._hist_kp[env_ids, 1] = ref.keypoints[:, None]
+        self._hist_sole[env_ids] = float("nan")  # no sliding before a first frame on the floor
+        self._vision_reset(env_ids, ref.root_pos, quat_yaw(ref.root_rot))
         qpos = torch.cat((ref.root_pos, ref.root_rot, ref.joint_pos), -1)
         ang_local = quat_rotate(quat_conj(ref.root_rot), ref.root_ang_vel)
         qvel = torch.cat((ref.root_lin_vel, ang_local, ref.joint_vel), -1)
         self.sim.reset(env_ids, qpos.to(self.sim.dtype), qvel.to(self.sim.dtype))
+        # Metric history: both frames before the first read the reset pose, simulated and
+        # reference (the acceleration error counts from the episode's third frame).
+        self._hist_kp[env_ids, 0] = self._sim_state(env_ids)["keypoints"][:, None]
 
     def _state_finite(self) -> torch.Tensor:
         return torch.isfinite(self.sim.qpos).all(-1) & ~self.sim.unstable.to(self.device)
@@ -257,14 +287,23 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
         self.prev_action = actions
         self.sim.step(self.pd_targets(a).to(self.sim.dtype))
 
-    def pd_targets(self, actions: torch.Tensor) -> torch.Tensor:
-        """``(N, 28)`` PD targets (rad) of ``actions (N, 28)`` for the coming step, per
-        ``action_mode``; also how a residual expert's actions convert to absolute ones."""
-        if self.cfg.action_mode == "residual":
-            nxt = self._reference(None, self._next_step).joint_pos
-            return torch.minimum(torch.maximum(nxt + self.cfg.residual_scale * actions,
-                                               self.q_mid - self.q_half), self.q_mid + self.q_half)
-        return self.q_mid + actions * self.q_half
+    def pd_targets(self, actions: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """``(N, 28)`` PD targets (rad) of ``actions (N, 28)`` for the coming step, read in
+        ``mode`` (default: the env's ``action_mode``)."""
+        mode = mode or self.cfg.action_mode
+        nxt = self._reference(None, self._next_step).joint_pos if mode == "residual" else None
+        return pd_targets(actions, mode, nxt, self.q_mid, self.q_half, self.cfg.residual_scale)
+
+    def to_absolute(self, actions: torch.Tensor, mode: str) -> torch.Tensor:
+        """``(N, 28)`` absolute actions in [-1, 1] giving the same PD targets in the coming step
+        as ``actions (N, 28)`` read in ``mode`` (``"residual"``: offsets from the next reference
+        frame, as a residual expert acts; ``"absolute"``: returned as they are). How a residual
+        expert's actions become labels for a student that acts in absolute mode."""
+        if mode not in ACTION_MODES:
+            raise ValueError(f"mode must be 'absolute' or 'residual', got {mode!r}")
+        if mode == "absolute":
+            return actions
+        return ((self.pd_targets(actions, "residual") - self.q_mid) / self.q_half).clamp(-1, 1)
 
     def _errors(self, s: dict[str, torch.Tensor], ref: MotionState) -> dict[str, torch.Tensor]:
         """Per-env tracking errors of state ``s`` against ``ref``."""
@@ -306,9 +345,23 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
 
     def _metrics(self) -> dict[str, torch.Tensor]:
         s, ref = self._cache["state"], self._cache["reference"]
-        return {"mpjpe": metrics.mpjpe(s["keypoints"], ref.keypoints),
-                "mpjpe_local": metrics.root_aligned_mpjpe(s["keypoints"], ref.keypoints),
-                "root_error": metrics.root_position_error(s["root_pos"], ref.root_pos)}
+        out = {"mpjpe": metrics.mpjpe(s["keypoints"], ref.keypoints),
+               "mpjpe_local": metrics.root_aligned_mpjpe(s["keypoints"], ref.keypoints),
+               "root_error": metrics.root_position_error(s["root_pos"], ref.root_pos)}
+        now = torch.stack((s["keypoints"], ref.keypoints), 1)            # (N, 2, P, 3)
+        acc_err = metrics.step_acceleration_error(now, self._hist_kp)
+        out["accel_error"] = torch.where(self.episode_length_buf >= 2, acc_err,
+                                         torch.zeros_like(acc_err))
+        self._hist_kp = torch.stack((now, self._hist_kp[:, :, 0]), 2)
+        soles = self.skeleton.sole_points(self.sim.xpos[:, 1:].float(),
+                                          self.sim.xquat[:, 1:].float())  # (N, 2, 4, 3)
+        sole = torch.cat((soles[..., :2].mean(-2), soles[..., 2].amin(-1, keepdim=True)), -1)
+        out["foot_sliding"] = metrics.step_foot_sliding(sole, self._hist_sole,
+                                                        FOOT_CONTACT_HEIGHT)
+        self._hist_sole = sole
+        if self._camera is not None:
+            out["reprojection_error"] = self._reprojection_error(s["keypoints"])
+        return out
 
     # ------------------------------------------------------------------ observations
     def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
@@ -316,9 +369,12 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
         s = self._sim_state(env_ids)
         M = s["root_pos"].shape[0]
         F = len(c.future_steps)
-        # The reference now and at every future step in one sample: rows (1 + F) x M.
-        ref = self._reference(env_ids, self._ref_offsets)
-        ref_now = MotionState(**{k: None if v is None else v[:M] for k, v in vars(ref).items()})
+        # The reference now, at every future step (and at the camera's extra video frames) in
+        # one sample: rows grouped per offset, M each; `fut` = the future steps' rows.
+        ref_all = self._reference(env_ids, self._ref_offsets)
+        ref_now = MotionState(**{k: None if v is None else v[:M] for k, v in vars(ref_all).items()})
+        ref = MotionState(**{k: None if v is None else v[:(1 + F) * M]
+                             for k, v in vars(ref_all).items()})
         errors = self._errors(s, ref_now)
         if env_ids is None:  # the whole batch's errors serve _evaluate and _metrics of this step
             self._cache = {"state": s, "reference": ref_now, "errors": errors}
@@ -353,6 +409,13 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
             proprio = torch.cat((sensed + noise, prev), -1)
         # policy = proprio then reference, by construction (the one cat the split costs).
         policy = torch.cat((proprio, reference), -1)
+        teacher = policy
+        if c.teacher_action_mode != c.action_mode:  # its own form of the last action (0 at t=0)
+            t_prev = convert_actions(prev, c.action_mode, c.teacher_action_mode, ref_now.joint_pos,
+                                     self.q_mid, self.q_half, c.residual_scale)
+            steps = self.episode_length_buf if env_ids is None else self.episode_length_buf[env_ids]
+            teacher = torch.cat((proprio[:, :self._n_prop_noisy], t_prev * (steps > 0)[:, None],
+                                 reference), -1)
         # Privileged: tracking errors, foot contact forces, clip phase.
         cfrc = self.sim.cfrc_ext if env_ids is None else self.sim.cfrc_ext[env_ids]
         feet = cfrc.index_select(1, self.feet_mj)[..., 3:].float() / self.body_weight
@@ -361,7 +424,14 @@ class HumanoidMotionEnv(MujocoEnvState, BatchedEnv):
         critic = torch.cat((proprio_clean, reference, errors["joint"], 0.1 * errors["joint_vel"],
                             errors["ee"].reshape(M, -1), errors["root"], feet.reshape(M, -1),
                             torch.sin(phase)[:, None], torch.cos(phase)[:, None]), -1)
-        return {"policy": policy, "proprio": proprio, "reference": reference, "critic": critic}
+        obs = {"policy": policy, "proprio": proprio, "reference": reference, "critic": critic,
+               "teacher": teacher}
+        if self._camera is not None:
+            kp_ref = ref_all.keypoints.view(-1, M, *ref_all.keypoints.shape[1:])[self._kp_rows]
+            keypoints = self._keypoint_features(env_ids, s["root_pos"], yaw,
+                                                kp_ref.transpose(0, 1))
+            obs.update(keypoints=keypoints, student=torch.cat((proprio, keypoints), -1))
+        return obs
 
     def _observation_layout(self) -> dict[str, dict[str, slice]]:
         """Named parts of ``policy``, ``proprio``, ``reference`` and ``critic`` (see the module

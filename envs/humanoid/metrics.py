@@ -120,6 +120,39 @@ def foot_sliding(foot_pos: torch.Tensor, contact_height: float = 0.05) -> torch.
     return total / contact.sum((-1, -2)).clamp_min(1) * MM
 
 
+def step_acceleration_error(now: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """One step of :func:`acceleration_error` in a batched env.
+
+    Args:
+        now: ``(N, 2, P, 3)`` this frame's keypoints, simulated then reference, metres.
+        history: ``(N, 2, 2, P, 3)`` the same at the last two frames (``[:, :, 0]`` the last).
+
+    Returns:
+        ``(N,)`` mm/frame^2.
+    """
+    acc = now - 2 * history[:, :, 0] + history[:, :, 1]
+    return (acc[:, 0] - acc[:, 1]).norm(dim=-1).mean(-1) * MM
+
+
+def step_foot_sliding(sole: torch.Tensor, prev: torch.Tensor, contact_height: float
+                      ) -> torch.Tensor:
+    """One step of :func:`foot_sliding` in a batched env, with contact read from the soles.
+
+    Args:
+        sole, prev: ``(N, F, 3)`` per foot this frame and the last: sole-centre x, y and the
+            lowest sole corner's height, metres (NaN heights: no last frame).
+        contact_height: a foot is down when its lowest corner is below this, metres.
+
+    Returns:
+        ``(N,)`` mm/frame: mean horizontal travel over the feet down in both frames (0 when
+        none is).
+    """
+    down = (sole[..., 2] < contact_height) & (prev[..., 2] < contact_height)
+    travel = torch.where(down, (sole[..., :2] - prev[..., :2]).norm(dim=-1),
+                         torch.zeros_like(sole[..., 0]))
+    return travel.sum(-1) / down.sum(-1).clamp_min(1) * MM
+
+
 def fallen(root_height: torch.Tensor, threshold: float = FALL_HEIGHT) -> torch.Tensor:
     """Whether the humanoid is down at each frame: the root below ``threshold``.
 

@@ -121,7 +121,8 @@ class Rule:
     """What one config field may hold; build with :func:`integer`, :func:`number`, :func:`flag`,
     :func:`one_of`, :func:`text` or :func:`integers`.
 
-    ``kind``: ``"int"``, ``"float"``, ``"bool"``, ``"choice"``, ``"str"`` or ``"int_tuple"``;
+    ``kind``: ``"int"``, ``"float"``, ``"bool"``, ``"choice"``, ``"str"``, ``"int_tuple"`` or
+    ``"span"`` (a ``(lo, hi)`` pair of numbers with ``lo <= hi``: a range to draw from);
     ``lo``/``hi``: inclusive bounds (``None``: unbounded), exclusive where ``lo_open``/``hi_open``;
     ``allow_inf``: an infinite float passes the bounds check (NaN never passes);
     ``choices``: the allowed strings; ``min_len``: fewest elements of a tuple.
@@ -146,7 +147,7 @@ class Rule:
         if self.kind == "str":
             return "a non-empty string" + (f" ({self.note})" if self.note else "")
         noun = {"int": "integer", "float": "finite number" if not self.allow_inf else "number",
-                "int_tuple": "integer"}[self.kind]
+                "int_tuple": "integer", "span": "finite number"}[self.kind]
         fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
         if self.lo is not None and self.hi is not None:
             rng = (f" in {'(' if self.lo_open else '['}{fmt(self.lo)}, {fmt(self.hi)}"
@@ -162,6 +163,8 @@ class Rule:
             out += " (inf allowed)"
         if self.kind == "int_tuple":
             out = f"a tuple of at least {self.min_len} element(s), each {out}"
+        if self.kind == "span":
+            out = f"a pair (lo, hi) with lo <= hi, each {out}"
         return out + (f"; {self.note}" if self.note and self.kind != "str" else "")
 
     def _in_bounds(self, v: float) -> bool:
@@ -187,6 +190,13 @@ class Rule:
             if len(value) < self.min_len:
                 return "has too few elements"
             return None if all(self._in_bounds(float(v)) for v in value) else "is out of range"
+        if self.kind == "span":
+            if not (isinstance(value, tuple) and len(value) == 2 and all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)):
+                return wrong if not isinstance(value, tuple) else "is not a pair of numbers"
+            if not all(self._in_bounds(float(v)) for v in value):
+                return "is out of range"
+            return None if value[0] <= value[1] else "has lo > hi"
         if self.kind == "int":
             if not _is_int(value):
                 return wrong
@@ -229,6 +239,12 @@ def text(note: str = "") -> Rule:
 def integers(lo: int | None = None, hi: int | None = None, min_len: int = 1) -> Rule:
     """A tuple of at least ``min_len`` ints, each in ``[lo, hi]``."""
     return Rule("int_tuple", lo, hi, min_len=min_len)
+
+
+def span(lo: float | None = None, hi: float | None = None, note: str = "") -> Rule:
+    """A ``(lo, hi)`` pair of finite numbers, ``lo <= hi``, both in ``[lo, hi]`` of the rule: a
+    range that a per-env value is drawn from uniformly (equal ends: a fixed value)."""
+    return Rule("span", lo, hi, note=note)
 
 
 def knob(default: Any, rule: Rule) -> Any:

@@ -7,7 +7,9 @@
 * :mod:`.procedural` - loop-closed procedural clips (:func:`procedural_clip`, :data:`PROCEDURAL`),
   so the default library needs no data;
 * :mod:`.library` - :class:`MotionLibrary`: clips on one torch device, batched sampling of
-  :class:`MotionState` (interpolated poses, velocities, keypoints).
+  :class:`MotionState` (interpolated poses, velocities, keypoints);
+* :mod:`.spec` - :func:`load_library`: a motion spec string (``"walk@1.0,turn,clip.npz"``) ->
+  a library.
 
 Every public name is re-exported here: ``from rlkd.envs.humanoid.motions import X`` works for all.
 """
@@ -25,10 +27,11 @@ from .bvh import (
 from .clip import JOINT_RANGE_TOLERANCE, MotionClip, MotionError, load_npz, save_npz
 from .library import MotionLibrary, MotionState, clip_velocities
 from .procedural import PROCEDURAL, procedural_clip
+from .spec import load_library
 
 __all__ = [
     "BodyMap", "BvhMotion", "CMU", "JOINT_RANGE_TOLERANCE", "MotionClip", "MotionError",
     "MotionLibrary", "MotionState",
     "PROCEDURAL", "RetargetMap", "RetargetReport", "clip_velocities", "load_bvh", "load_motion",
-    "load_npz", "procedural_clip", "retarget", "save_npz",
+    "load_library", "load_npz", "procedural_clip", "retarget", "save_npz",
 ]

@@ -1,0 +1,32 @@
+"""The humanoid's two action modes as functions: ``absolute`` (a in [-1, 1] maps linearly onto
+each joint's range) and ``residual`` (offsets of up to ``residual_scale`` rad from a reference
+frame's joint angles), and re-expressing actions from one mode in the other."""
+
+from __future__ import annotations
+
+import torch
+
+ACTION_MODES = ("absolute", "residual")
+
+
+def pd_targets(actions: torch.Tensor, mode: str, reference_q: torch.Tensor | None,
+               q_mid: torch.Tensor, q_half: torch.Tensor, residual_scale: float) -> torch.Tensor:
+    """``(N, D)`` PD targets, rad, of ``actions (N, D)`` in ``mode``; ``reference_q (N, D)``
+    (rad) is the reference frame a residual action offsets (unused in absolute mode); targets
+    stay in the joint range ``q_mid +- q_half`` ``(D,)``."""
+    if mode == "residual":
+        return torch.minimum(torch.maximum(reference_q + residual_scale * actions,
+                                           q_mid - q_half), q_mid + q_half)
+    return q_mid + actions * q_half
+
+
+def convert_actions(actions: torch.Tensor, src: str, dst: str, reference_q: torch.Tensor,
+                    q_mid: torch.Tensor, q_half: torch.Tensor,
+                    residual_scale: float) -> torch.Tensor:
+    """``actions (N, D)`` given in mode ``src`` re-expressed in mode ``dst`` (clamped to
+    [-1, 1]): the action of mode ``dst`` with the same PD targets, for the reference frame
+    ``reference_q (N, D)`` rad that a residual action offsets."""
+    target = pd_targets(actions, src, reference_q, q_mid, q_half, residual_scale)
+    if dst == "residual":
+        return ((target - reference_q) / max(residual_scale, 1e-9)).clamp(-1.0, 1.0)
+    return ((target - q_mid) / q_half).clamp(-1.0, 1.0)
