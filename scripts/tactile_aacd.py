@@ -292,6 +292,42 @@ def ship(args, an: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- report
+def _stamp(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+
+
+def study_wall_s(runs: Path, records: dict) -> float:
+    """Wall-clock seconds the study has taken, over all its sessions: the union of every run's
+    training attempts (``started`` -> ``ended``), its evaluation (-> ``finished_at``) and every
+    recorded session (ship / report). A session killed before it could record itself still
+    counts through its runs' own time stamps."""
+    spans = []
+    for name, rec in records.items():
+        for line in (runs / f"{name}.attempts.jsonl").read_text().splitlines() \
+                if (runs / f"{name}.attempts.jsonl").exists() else []:
+            entry = json.loads(line)
+            if "started" in entry:
+                spans.append([_stamp(entry["started"]), None])
+            elif "ended" in entry and spans and spans[-1][1] is None:
+                spans[-1][1] = _stamp(entry["ended"])
+        if rec.get("finished_at") and spans:
+            spans.append([spans[-1][1] or spans[-1][0], _stamp(rec["finished_at"])])
+    ses = runs / "sessions.jsonl"
+    for line in ses.read_text().splitlines() if ses.exists() else []:
+        if line.strip():
+            entry = json.loads(line)
+            end = _stamp(entry["ended"])
+            spans.append([end - float(entry["elapsed_s"]), end])
+    total, cur = 0.0, None
+    for lo, hi in sorted([lo, hi] for lo, hi in spans if hi is not None):
+        if cur is None or lo > cur[1]:
+            total += 0.0 if cur is None else cur[1] - cur[0]
+            cur = [lo, hi]
+        else:
+            cur[1] = max(cur[1], hi)
+    return total + (0.0 if cur is None else cur[1] - cur[0])
+
+
 def report(args) -> dict:
     from rlkd.core.provenance import command_line, machine_info
 
@@ -300,9 +336,7 @@ def report(args) -> dict:
     if not succ:
         raise SystemExit(f"no finished, evaluated runs under {runs}; run the study first")
     an = analyse(records, succ, args.resamples)
-    ses = runs / "sessions.jsonl"
-    wall = sum(json.loads(x)["elapsed_s"] for x in ses.read_text().splitlines() if x.strip()) \
-        if ses.exists() else 0.0
+    wall = study_wall_s(runs, records)
     rep = {**an, "targets": targets(an, wall), "study_wall_s": wall,
            "runs": [{**r, "eval": {k: v for k, v in r["eval"].items() if k != "success"}}
                     for r in records.values()],

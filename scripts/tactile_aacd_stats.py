@@ -167,8 +167,10 @@ def plot(rep: dict, path: Path) -> None:
         c, first = r["curve"], r["seed"] == min(rep["arms"][r["arm"]]["seeds"])
         ax.plot(np.array(c["env_steps"]) / 1e6, [100 * (v or 0) for v in c["success"]],
                 color=col[r["arm"]], lw=1, alpha=0.8, label=r["arm"] if first else None)
-    ax.set(xlabel="env steps (M)", ylabel="training success (%)",
-           title="training curves (a line per seed)")
+    # The runner's window counts finished episodes; successes end early and failures run to
+    # the time limit, so this share overstates the per-episode rate (evaluation: right).
+    ax.set(xlabel="env steps (M)", ylabel="successes among finished episodes (%)",
+           title="training curves (a line per seed; overstates success, see right)")
     ax.legend(fontsize=8)
     names = [a for a in ARMS if a in rep["arms"]]
     m = np.array([100 * rep["arms"][a]["mean"] for a in names])
