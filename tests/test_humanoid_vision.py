@@ -268,3 +268,40 @@ def test_state_dict_round_trip_continues_the_camera_exactly():
         assert torch.equal(oa["student"], ob["student"])
     a.close()
     b.close()
+
+
+def test_2d_reward_aligns_with_the_video_and_penalizes_jerky_actions():
+    with pytest.raises(ValueError, match="reward"):
+        rlkd.make("HumanoidMotion-v0", num_envs=1, reward="2d")
+    env = rlkd.make("HumanoidMotion-v0", num_envs=4, seed=0, vision="rays", reward="2d",
+                    max_tracking_error=float("inf"), fall_height=0.0, **CLEAN)
+    from rlkd.policies import load_policy
+
+    expert = load_policy("expert:humanoid-walk")
+
+    def track(o):
+        return env.to_absolute(expert({"policy": o["teacher"]}), "residual")
+
+    obs, _ = env.reset(seed=0)
+    a = track(obs)
+    obs, r, _, _, info = env.step(a)
+    terms = info["reward_terms"]
+    assert set(terms) == {"reprojection", "action_rate", "foot_sliding", "penetration"}
+    assert (terms["action_rate"] == 0).all()  # no earlier action in this episode
+    assert torch.allclose(r, sum(terms.values()))
+    aligned, prev = [], a
+    for t in range(25):
+        # Envs 0-1 track the reference; envs 2-3 go limp and drift away from the video.
+        a2 = track(obs)
+        a2[2:] = 0.0
+        obs, r, _, _, info = env.step(a2)
+        aligned.append(info["reward_terms"]["reprojection"])
+        want = -env.cfg.w_action_rate * (a2 - prev).square().mean(-1)
+        assert torch.allclose(info["reward_terms"]["action_rate"], want, atol=1e-7)
+        prev = a2
+    aligned = torch.stack(aligned)[-5:].mean(0)
+    assert aligned[:2].min() > 0.3 and aligned[2:].max() < 0.05, aligned
+    env.params["keypoint_dropout"][:] = 1.0
+    _, _, _, _, info = env.step(track(obs))
+    assert (info["reward_terms"]["reprojection"] == 0).all()
+    env.close()

@@ -126,6 +126,24 @@ class CameraObservations:
         err = (uv - self._kp_uv).norm(dim=-1) * vis
         return err.sum(-1) / vis.sum(-1).clamp_min(1)
 
+    def _reward_2d_terms(self, keypoints: torch.Tensor, sole: torch.Tensor
+                         ) -> dict[str, torch.Tensor]:
+        """The ``reward="2d"`` terms ``(N,)`` each (see the config's ``reward``) for the simulated
+        body's ``keypoints (N, P, 3)`` and soles ``(N, 2, 3)`` (centre x, y; lowest height)."""
+        from .metrics import FOOT_CONTACT_HEIGHT, MM, step_foot_sliding
+
+        c = self.cfg
+        uv, _ = project(keypoints, self._cam_R, self._cam_c, self._cam_K)
+        vis = self._kp_visible.float()
+        n_seen = vis.sum(-1)
+        e = ((uv - self._kp_uv).square().sum(-1) * vis).sum(-1) / (
+            n_seen.clamp_min(1) * self._cam_K[:, 0, 0].square())
+        align = c.w_reprojection * torch.exp(-c.k_reprojection * e) * (n_seen > 0)
+        slide = step_foot_sliding(sole, self._hist_sole, FOOT_CONTACT_HEIGHT) / MM
+        return {"reprojection": align, "action_rate": -c.w_action_rate * self._action_rate,
+                "foot_sliding": -c.w_foot_sliding * slide,
+                "penetration": -c.w_penetration * (-sole[..., 2]).clamp_min(0).sum(-1)}
+
     # ------------------------------------------------------------------ accessors
     def _require_camera(self) -> None:
         if self._camera is None:

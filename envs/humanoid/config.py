@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlkd.core.config import (integer, integers, knob, number, one_of, span, text,
+from rlkd.core.config import (integer, integers, knob, number, one_of, require, span, text,
                               validate_fields)
 
 #: Shorthand rule: a finite number >= 0 (reward weights and scales, noise levels, heights).
@@ -72,6 +72,26 @@ class HumanoidMotionConfig:
     k_keypoint: float = knob(100.0, NONNEG)
     """Scale of the mean (over keypoints) squared world-frame keypoint error, 1/m^2."""
 
+    # --- the 2D reward (PhysHMR's fine-tuning: what the video shows, plus realism terms)
+    reward: str = knob("3d", one_of("3d", "2d"))
+    """``"3d"``: the tracking terms above (they read the reference's 3D pose). ``"2d"``: ``w_reprojection
+    exp(-k_reprojection e_2d)`` with ``e_2d`` the mean over seen keypoints of the squared pixel
+    distance between the simulated body (projected by the camera) and the detections, over the
+    focal length squared (rad^2), minus ``w_action_rate`` x mean squared action change, minus
+    ``w_foot_sliding`` x foot sliding (m/frame), minus ``w_penetration`` x summed depth of the
+    soles' lowest corners below the floor (m). Needs a camera (``vision`` != ``"none"``)."""
+    w_reprojection: float = knob(1.0, NONNEG)
+    """Weight of the 2D alignment term (``reward="2d"``)."""
+    k_reprojection: float = knob(1000.0, NONNEG)
+    """Scale of the mean squared angular reprojection error, 1/rad^2 (a 50 mm error seen from
+    3 m gives exp(-0.28) = 0.76)."""
+    w_action_rate: float = knob(1.0, NONNEG)
+    """Penalty per unit mean squared change of the action between steps (``reward="2d"``)."""
+    w_foot_sliding: float = knob(20.0, NONNEG)
+    """Penalty per metre per frame of foot sliding (``reward="2d"``)."""
+    w_penetration: float = knob(10.0, NONNEG)
+    """Penalty per metre of sole depth below the floor (``reward="2d"``)."""
+
     # --- termination
     fall_height: float = knob(0.5, NONNEG)
     """The episode ends when the pelvis drops below this height, metres (``fall``); the one fall
@@ -130,4 +150,7 @@ class HumanoidMotionConfig:
         :class:`rlkd.core.config.ConfigError` (a ``ValueError``) naming the field, its value and
         the allowed range. Returns ``self``."""
         validate_fields(self)
+        require(self, self.reward == "3d" or self.vision != "none", "reward",
+                "'3d' unless vision is 'rays' or 'keypoints2d' (the 2d reward compares the body "
+                "with the camera's detections)")
         return self

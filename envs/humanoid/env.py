@@ -115,14 +115,13 @@ from rlkd.sim.rotations import (
 
 from . import metrics
 from .actions import ACTION_MODES, convert_actions, pd_targets
-from .camera_obs import CameraObservations, keypoint_parts
+from .camera_obs import CameraObservations
 from .config import HumanoidMotionConfig
 from .motions import MotionState, load_library
+from .obs_layout import observation_parts
 from .skeleton import ASSET_PATH, END_EFFECTORS, FEET, Skeleton
 
 _SKELETON: Skeleton | None = None
-#: A sole whose lowest corner is this close to the floor is on the ground (foot sliding), m.
-FOOT_CONTACT_HEIGHT = 0.02
 
 
 def _skeleton() -> Skeleton:
@@ -130,31 +129,6 @@ def _skeleton() -> Skeleton:
     if _SKELETON is None:  # compiled once per process: the MJCF does not change
         _SKELETON = Skeleton.from_mjcf()
     return _SKELETON
-
-
-def _observation_parts(nd: int, n_ee: int, future_steps, vision: str = "none",
-                       num_keypoints: int = 0, keypoint_steps=()) -> dict[str, list[tuple[str, int]]]:
-    """``{group: [(part, size), ...]}`` in feature order, for ``nd`` joints, ``n_ee`` end-effector
-    coordinates (3 per site) and the ``future_steps`` offsets: the one description of the
-    observation that sizes the spaces and names the layout. Future frames are named by their
-    step offset (``ref3_*`` = 3 control steps ahead), or by their index if offsets repeat."""
-    proprio = [("pelvis_height", 1), ("pelvis_rot6", 6), ("pelvis_lin_vel", 3),
-               ("pelvis_ang_vel", 3), ("joint_pos", nd), ("joint_vel", nd),
-               ("end_effectors", n_ee), ("prev_action", nd)]
-    steps = list(future_steps)
-    tags = steps if len(set(steps)) == len(steps) else [f"{k}_{i}" for i, k in enumerate(steps)]
-    reference = [(f"ref{k}_{part}", n) for k in tags
-                 for part, n in (("pelvis_pos", 3), ("pelvis_rot6", 6), ("joint_pos", nd),
-                                 ("end_effectors", n_ee))]
-    critic = proprio + reference + [("err_joint_pos", nd), ("err_joint_vel", nd),
-                                    ("err_end_effectors", n_ee), ("err_pelvis_pos", 3),
-                                    ("foot_forces", 6), ("phase", 2)]
-    parts = {"policy": proprio + reference, "proprio": proprio, "reference": reference,
-             "critic": critic, "teacher": proprio + reference}
-    if vision != "none":
-        keypoints = keypoint_parts(vision, num_keypoints, keypoint_steps)
-        parts.update(keypoints=keypoints, student=proprio + keypoints)
-    return parts
 
 
 class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
@@ -212,9 +186,10 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
         self.clip_ids = torch.zeros(num_envs, dtype=torch.int64, device=dev)
         self.t0 = torch.zeros(num_envs, device=dev)
         self.prev_action = torch.zeros(num_envs, nd, device=dev)
+        self._action_rate = torch.zeros(num_envs, device=dev)
         self._cache: dict[str, Any] = {}
 
-        self._parts = _observation_parts(nd, 3 * len(END_EFFECTORS), c.future_steps, c.vision,
+        self._parts = observation_parts(nd, 3 * len(END_EFFECTORS), c.future_steps, c.vision,
                                          P := len(sk.keypoint_names), c.keypoint_steps)
         size = {g: sum(n for _, n in parts) for g, parts in self._parts.items()}
         # Noise hits the sensed quantities of proprio, not the last action (its last part).
@@ -284,6 +259,9 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
         a = actions
         if bool((std > 0).any()):
             a = (a + self.rng.normal(None, a.shape[1]) * std[:, None]).clamp(-1.0, 1.0)
+        # Mean squared change from this episode's last action (the 2D reward's realism term).
+        self._action_rate = (actions - self.prev_action).square().mean(-1) * (
+            self.episode_length_buf > 0)
         self.prev_action = actions
         self.sim.step(self.pd_targets(a).to(self.sim.dtype))
 
@@ -335,13 +313,23 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
                  "velocity": c.w_vel * torch.exp(-c.k_vel * e_vel),
                  "end_effector": c.w_end_effector * torch.exp(-c.k_end_effector * e_ee),
                  "root": c.w_root * torch.exp(-c.k_root * e_root),
-                 "keypoint": c.w_keypoint * torch.exp(-c.k_keypoint * e_kp)}
+                 "keypoint": c.w_keypoint * torch.exp(-c.k_keypoint * e_kp)
+                 } if c.reward == "3d" else self._reward_2d_terms(s["keypoints"], self._soles())
         reward = sum(terms.values())
         fall = metrics.fallen(s["root_pos"][:, 2], c.fall_height)
         lost = err["keypoint_dist"] > c.max_tracking_error
         terminated = fall | lost
         return reward, terminated, terms, {"success": ~terminated, "fall": fall,
                                            "tracking_failure": lost & ~fall}
+
+    def _soles(self) -> torch.Tensor:
+        """``(N, 2, 3)`` per foot this step: sole-centre x, y and the lowest corner's height, m."""
+        if "sole" not in self._cache:
+            soles = self.skeleton.sole_points(self.sim.xpos[:, 1:].float(),
+                                              self.sim.xquat[:, 1:].float())  # (N, 2, 4, 3)
+            self._cache["sole"] = torch.cat((soles[..., :2].mean(-2),
+                                             soles[..., 2].amin(-1, keepdim=True)), -1)
+        return self._cache["sole"]
 
     def _metrics(self) -> dict[str, torch.Tensor]:
         s, ref = self._cache["state"], self._cache["reference"]
@@ -353,11 +341,9 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
         out["accel_error"] = torch.where(self.episode_length_buf >= 2, acc_err,
                                          torch.zeros_like(acc_err))
         self._hist_kp = torch.stack((now, self._hist_kp[:, :, 0]), 2)
-        soles = self.skeleton.sole_points(self.sim.xpos[:, 1:].float(),
-                                          self.sim.xquat[:, 1:].float())  # (N, 2, 4, 3)
-        sole = torch.cat((soles[..., :2].mean(-2), soles[..., 2].amin(-1, keepdim=True)), -1)
+        sole = self._soles()
         out["foot_sliding"] = metrics.step_foot_sliding(sole, self._hist_sole,
-                                                        FOOT_CONTACT_HEIGHT)
+                                                        metrics.FOOT_CONTACT_HEIGHT)
         self._hist_sole = sole
         if self._camera is not None:
             out["reprojection_error"] = self._reprojection_error(s["keypoints"])

@@ -15,6 +15,8 @@ from .config import HumanoidMotionConfig
 
 #: Metres -> millimetres.
 MM = 1000.0
+#: A sole whose lowest corner is this close to the floor is on the ground (foot sliding), m.
+FOOT_CONTACT_HEIGHT = 0.02
 #: Pelvis height below which the humanoid has fallen, metres: the task's ``fall_height`` default,
 #: so the env's ``fall`` termination and offline fall rates count the same events.
 FALL_HEIGHT = HumanoidMotionConfig.fall_height
