@@ -305,3 +305,24 @@ def test_2d_reward_aligns_with_the_video_and_penalizes_jerky_actions():
     _, _, _, _, info = env.step(track(obs))
     assert (info["reward_terms"]["reprojection"] == 0).all()
     env.close()
+
+
+def test_a_video_frame_keeps_its_detection_as_it_moves_through_the_window():
+    env = rlkd.make("HumanoidMotion-v0", num_envs=3, seed=0, vision="keypoints2d",
+                    keypoint_noise_px=(4.0, 4.0), keypoint_dropout=(0.2, 0.2),
+                    max_tracking_error=float("inf"), fall_height=0.0)
+    lay = env.observation_layout["keypoints"]
+    obs, _ = env.reset(seed=0)
+    seen = []
+    for _ in range(4):
+        seen.append(obs["keypoints"])
+        obs, *_ = env.step(torch.zeros(3, env.act_dim))
+    seen.append(obs["keypoints"])
+    for part in ("uv", "visible"):
+        ahead = seen[0][:, lay[f"kp3_{part}"]]      # frame t + 3 seen at step t
+        now = seen[3][:, lay[f"kp0_{part}"]]        # the same frame at step t + 3
+        assert torch.allclose(ahead, now, atol=1e-4), part
+        assert torch.allclose(seen[1][:, lay[f"kp3_{part}"]], seen[4][:, lay[f"kp0_{part}"]],
+                              atol=1e-4), part
+    assert not torch.equal(seen[0][:, lay["kp0_uv"]], seen[1][:, lay["kp0_uv"]])
+    env.close()

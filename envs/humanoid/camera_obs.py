@@ -5,7 +5,9 @@ the ``keypoints`` group and the accessors ``camera()``, ``keypoints_2d()``, ``ke
 What the camera films is the **reference performer** (the motion to imitate), not the simulated
 body: the student must learn the motion from what a video shows of it. Every frame of
 ``keypoint_steps`` (control steps ahead: the video is known ahead) is projected with the camera
-of that frame (``follow`` moves with the performer).
+of that frame (``follow`` moves with the performer). The detector's noise and dropout are drawn
+once per video frame, so a frame reads the same while it moves through the window (as a
+detector run once over a video would).
 """
 
 from __future__ import annotations
@@ -56,12 +58,20 @@ class CameraObservations:
         self._kp_uv, self._kp_rays = z(P, 2), z(P, 3)
         self._kp_visible = torch.zeros(N, P, dtype=torch.bool, device=dev)
         self._cam_R, self._cam_c, self._cam_K = z(3, 3), z(3), z(3, 3)
+        # The detector's draws per video frame, a ring over the L = max(keypoint_steps) + 1
+        # frames in view: video frame t + k sits in slot (t + k) % L (t = the episode step),
+        # so a frame keeps its noise and dropout while it moves through the window, and a
+        # step draws one new frame.
+        self._det_ring = z(max(c.keypoint_steps) + 1, P, 3)
+        self._det_steps = torch.as_tensor(c.keypoint_steps, device=dev)
 
-    @property
-    def keypoint_offsets(self) -> torch.Tensor:
-        """``(F,)`` seconds ahead of each ``keypoint_steps`` frame."""
-        return torch.as_tensor(self.cfg.keypoint_steps, dtype=torch.float32,
-                               device=self.device) * self.dt
+    def _draw_detections(self, env_ids: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """``(M, frames, P, 3)`` detector draws: two standard normals (pixel noise) and a
+        uniform (dropout) per keypoint and video frame."""
+        P = self._kp_uv.shape[1]
+        M = self.num_envs if env_ids is None else len(env_ids)
+        return torch.cat((self.rng.normal(env_ids, frames * P * 2).view(M, frames, P, 2),
+                          self.rng.uniform(env_ids, frames * P).view(M, frames, P, 1)), -1)
 
     def _vision_reset(self, env_ids: torch.Tensor, pelvis: torch.Tensor,
                       heading: torch.Tensor) -> None:
@@ -77,6 +87,7 @@ class CameraObservations:
             self.params[name][env_ids] = lo + (hi - lo) * u[:, i]
         self._camera.place(env_ids, pelvis, heading,
                            u[:, len(CAMERA_PARAMS):].reshape(len(env_ids), B, 6))
+        self._det_ring[env_ids] = self._draw_detections(env_ids, self._det_ring.shape[1])
 
     def _keypoint_features(self, env_ids: torch.Tensor | None, root_pos: torch.Tensor,
                            yaw: torch.Tensor, ref_keypoints: torch.Tensor) -> torch.Tensor:
@@ -93,13 +104,19 @@ class CameraObservations:
         if cam.num_occluders:
             lo, hi = cam.occluders(env_ids, centre, target, az)
             occluded = segment_hits_boxes(centre, ref_keypoints, lo, hi)
-        noise = self.rng.normal(env_ids, F * P * 2).view(M, F, P, 2)
-        drop = self.rng.uniform(env_ids, F * P).view(M, F, P)
+        L = self._det_ring.shape[1]
+        t = self.episode_length_buf if env_ids is None else self.episode_length_buf[env_ids]
+        if env_ids is None:  # once per step (and at reset()): the frame entering the window
+            newest = (t + L - 1) % L
+            self._det_ring[self._all_ids, newest] = self._draw_detections(None, 1)[:, 0]
+        slots = (t[:, None] + self._det_steps) % L                                # (M, F)
+        rows = self._all_ids if env_ids is None else env_ids
+        draws = self._det_ring[rows[:, None], slots]                               # (M, F, P, 3)
+        noise, drop = draws[..., :2], draws[..., 2]
         std = sel(self.params["keypoint_noise_px"]) * sel(self.params["keypoint_noise_scale"])
         uv, visible = detect(ref_keypoints, R, centre, K, W, H, std,
                              sel(self.params["keypoint_dropout"]), noise, drop, occluded)
         rays = pixel_rays(uv, R, K) * visible[..., None]
-        rows = self._all_ids if env_ids is None else env_ids
         self._kp_uv[rows], self._kp_visible[rows], self._kp_rays[rows] = \
             uv[:, 0], visible[:, 0], rays[:, 0]
         self._cam_R[rows], self._cam_c[rows], self._cam_K[rows] = R[:, 0], centre[:, 0], K[:, 0]
