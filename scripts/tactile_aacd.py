@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -57,6 +56,9 @@ from pathlib import Path
 import numpy as np
 
 from rlkd.core.provenance import write_json_atomic as _write
+from study_runs import append_jsonl as _append
+from study_runs import rel as _rel
+from study_runs import run_logged, run_record, study_wall_s, train_resumable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tactile_aacd_stats import (ARMS, T, analyse, plot, table, targets,  # noqa: E402
@@ -82,33 +84,6 @@ def _paths(args) -> tuple[Path, Path, Path]:
         else res / "tactile_aacd"
 
 
-def _rel(p: Path) -> str:
-    """``p`` relative to the repository when inside it (every command runs there)."""
-    p = Path(p).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
-
-
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _sub(cmd: list[str], args, log: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=True, cwd=ROOT)
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    """metrics.jsonl, one row per iteration (a resume redoes the iterations after the last
-    checkpoint: the later row wins)."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
-    by_it = {r.get("iteration", i): r for i, r in enumerate(rows)}
-    return [by_it[k] for k in sorted(by_it)]
-
-
 # ------------------------------------------------------------------------- train / evaluate
 def train_run(arm: str, seed: int, args) -> Path:
     """One ``rlkd train`` process for (arm, seed); skipped when its record exists."""
@@ -117,50 +92,20 @@ def train_run(arm: str, seed: int, args) -> Path:
     if record.exists():
         return run_dir
     steps = args.teacher_steps if arm == "teacher" else args.student_steps
-    last, attempts_f = run_dir / "checkpoints" / "last.pt", run_dir.with_suffix(".attempts.jsonl")
-    if resumed := last.exists():
-        from rlkd.train.checkpoint import load_checkpoint
-
-        done = int(load_checkpoint(last, required=("env_steps",))["env_steps"])
-        cmd = None if done >= steps else ["--resume", _rel(run_dir), "--steps", str(steps)]
-    else:
-        if run_dir.exists():  # died before its first checkpoint: nothing to keep
-            shutil.rmtree(run_dir)
-        attempts_f.unlink(missing_ok=True)
-        sets = [f"num_threads={args.threads}", *args.env_set,
-                f"tactile_obs={'none' if arm == 'teacher' else 'field'}"]
-        flags = [f.replace(T, _rel(runs / f"teacher_s{seed}")) for f in ARMS[arm][0]]
-        if args.ppo_set:  # one --ppo flag: the study-wide keys join the arm's own
-            at = flags.index("--ppo") + 1 if "--ppo" in flags else len(flags)
-            flags[at:at] = ([] if "--ppo" in flags else ["--ppo"]) + list(args.ppo_set)
-        cmd = [ENV_ID, *flags,
-               "--seed", str(seed), "--num-envs", str(args.num_envs), "--steps", str(steps),
-               "--out", _rel(run_dir), "--set", *sets]
-    runs.mkdir(parents=True, exist_ok=True)
+    sets = [f"num_threads={args.threads}", *args.env_set,
+            f"tactile_obs={'none' if arm == 'teacher' else 'field'}"]
+    flags = [f.replace(T, _rel(runs / f"teacher_s{seed}")) for f in ARMS[arm][0]]
+    if args.ppo_set:  # one --ppo flag: the study-wide keys join the arm's own
+        at = flags.index("--ppo") + 1 if "--ppo" in flags else len(flags)
+        flags[at:at] = ([] if "--ppo" in flags else ["--ppo"]) + list(args.ppo_set)
     t0 = time.time()
-    if cmd is not None:  # else: complete (killed between its last checkpoint and the record)
-        cmd = [sys.executable, "-m", "rlkd", "train", *cmd, "--no-progress", "--no-video"]
-        _append(attempts_f, {"command": " ".join(["rlkd", *cmd[3:]]), "resumed": resumed,
-                             "started": time.strftime("%F %T")})  # a line per start and end
-        _sub(cmd, args, run_dir.with_suffix(".log"))
-        _append(attempts_f, {"wall_s": time.time() - t0, "ended": time.strftime("%F %T")})
-    wall = time.time() - t0
-    attempts = [json.loads(x) for x in (attempts_f.read_text().splitlines()
-                                        if attempts_f.exists() else []) if x.strip()]
-    starts, rows = [a for a in attempts if "command" in a], _rows(run_dir)
-    secs = np.cumsum([r.get("perf/collection_s", 0) + r.get("perf/learn_s", 0) for r in rows])
-    _write(record, {
-        "arm": arm, "seed": seed,
-        "command": next((a for a in starts if not a["resumed"]), starts[0])["command"]
-        if starts else None,
-        "attempts": attempts, "wall_s": float(sum(a.get("wall_s", 0) for a in attempts)),
-        "train_s": float(secs[-1]), "env_steps": int(rows[-1]["env_steps"]),
-        "final_success_rate": rows[-1].get("charts/success_rate"),
-        "curve": {"env_steps": [int(r["env_steps"]) for r in rows],
-                  "success": [r.get("charts/success_rate") for r in rows],
-                  "seconds": [round(float(s), 2) for s in secs]},
-        "omp_threads": args.threads, "jobs": args.jobs, "finished_at": time.strftime("%F %T")})
-    print(f"trained {arm} s{seed}: {wall / 60:.1f} min, training success "
+    attempts, rows = train_resumable(
+        run_dir, steps, "train",
+        [ENV_ID, *flags, "--seed", str(seed), "--num-envs", str(args.num_envs), "--set", *sets],
+        args.threads)
+    _write(record, run_record(attempts, rows, arm=arm, seed=seed, omp_threads=args.threads,
+                              jobs=args.jobs))
+    print(f"trained {arm} s{seed}: {(time.time() - t0) / 60:.1f} min, training success "
           f"{rows[-1].get('charts/success_rate') or 0:.3f}", flush=True)
     return run_dir
 
@@ -190,9 +135,9 @@ def _eval(target: Path, out: Path, args, tag: dict) -> dict:
     want = {**tag, "episodes": args.episodes, "seed": args.eval_seed}
     if out.exists() and all(json.loads(out.read_text()).get(k) == v for k, v in want.items()):
         return json.loads(out.read_text())
-    _sub([sys.executable, __file__, "--eval-target", _rel(target), "--eval-out", str(out),
+    run_logged([sys.executable, __file__, "--eval-target", _rel(target), "--eval-out", str(out),
           "--episodes", str(args.episodes), "--eval-seed", str(args.eval_seed),
-          "--eval-tag", json.dumps(tag)], args, out.with_suffix(".log"))
+          "--eval-tag", json.dumps(tag)], args.threads, out.with_suffix(".log"))
     return json.loads(out.read_text())
 
 
@@ -266,8 +211,8 @@ def ship(args, an: dict) -> None:
     for name, arm in (("teacher", "teacher"), ("student", best)):
         run, f = runs / f"{arm}_s{s0}", out / f"{name}.pt"
         rec = json.loads(run.with_suffix(".json").read_text())
-        _sub([sys.executable, "-m", "rlkd", "export", _rel(run), "--out", _rel(f), "--note",
-              rec["command"]], args, runs / "ship.log")
+        run_logged([sys.executable, "-m", "rlkd", "export", _rel(run), "--out", _rel(f), "--note",
+              rec["command"]], args.threads, runs / "ship.log")
         tag = {"env_steps": rec["env_steps"], "source": _rel(run), "mtime": f.stat().st_mtime}
         ev = _eval(f, runs / f"ship_{name}_eval.json", args, tag)
         orig = json.loads((run / "aacd_eval.json").read_text())
@@ -283,7 +228,7 @@ def ship(args, an: dict) -> None:
     cmd = [sys.executable, "-m", "rlkd", "eval", "sim2real", _rel(runs / f"{best}_s{s0}"),
            "--suite", "sensing", "--episodes", str(args.episodes), "--seed",
            str(args.eval_seed), "--no-twin", "--out", _rel(rep)]
-    _sub(cmd, args, runs / "ship.log")
+    run_logged(cmd, args.threads, runs / "ship.log")
     shutil.copyfile(rep / "report.json", out / "student_sensing.json")
     skipped = json.loads((rep / "report.json").read_text()).get("skipped", {})
     info["sensing"] = {"path": _rel(out / "student_sensing.json"), "skipped": sorted(skipped),
@@ -292,42 +237,6 @@ def ship(args, an: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- report
-def _stamp(text: str) -> float:
-    return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
-
-
-def study_wall_s(runs: Path, records: dict) -> float:
-    """Wall-clock seconds the study has taken, over all its sessions: the union of every run's
-    training attempts (``started`` -> ``ended``), its evaluation (-> ``finished_at``) and every
-    recorded session (ship / report). A session killed before it could record itself still
-    counts through its runs' own time stamps."""
-    spans = []
-    for name, rec in records.items():
-        for line in (runs / f"{name}.attempts.jsonl").read_text().splitlines() \
-                if (runs / f"{name}.attempts.jsonl").exists() else []:
-            entry = json.loads(line)
-            if "started" in entry:
-                spans.append([_stamp(entry["started"]), None])
-            elif "ended" in entry and spans and spans[-1][1] is None:
-                spans[-1][1] = _stamp(entry["ended"])
-        if rec.get("finished_at") and spans:
-            spans.append([spans[-1][1] or spans[-1][0], _stamp(rec["finished_at"])])
-    ses = runs / "sessions.jsonl"
-    for line in ses.read_text().splitlines() if ses.exists() else []:
-        if line.strip():
-            entry = json.loads(line)
-            end = _stamp(entry["ended"])
-            spans.append([end - float(entry["elapsed_s"]), end])
-    total, cur = 0.0, None
-    for lo, hi in sorted([lo, hi] for lo, hi in spans if hi is not None):
-        if cur is None or lo > cur[1]:
-            total += 0.0 if cur is None else cur[1] - cur[0]
-            cur = [lo, hi]
-        else:
-            cur[1] = max(cur[1], hi)
-    return total + (0.0 if cur is None else cur[1] - cur[0])
-
-
 def report(args) -> dict:
     from rlkd.core.provenance import command_line, machine_info
 
