@@ -1,4 +1,4 @@
-"""The ``rlkd`` command: list, train, play, eval, export, bench, qd.
+"""The ``rlkd`` command: list, train, distill, play, eval, export, bench, qd.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     rlkd train AGVWarehouse-v0 --agent ppo-rnd --num-envs 512 --steps 5000000 --out runs/rnd
     rlkd train --resume runs/rnd                 # continue exactly from the last checkpoint
     rlkd train HumanoidMotion-v0 --agent ppo --init-from runs/a --out runs/b   # fine-tune
+    rlkd distill HumanoidMotion-v0 --teacher expert:humanoid-walk --student rays --out runs/v
+    rlkd distill --out runs/v --resume --steps 20000000   # DAgger, then PPO fine-tuning
     torchrun --nproc_per_node 2 -m rlkd train --device cpu --out runs/ddp   # data parallel
     rlkd play runs/rnd --video out.mp4           # replay a trained policy
     rlkd play AGVWarehouse-v0 --policy scripted --video out.mp4
@@ -428,8 +430,11 @@ def commands() -> dict:
     registry at call time (see :mod:`rlkd.train.cli`)."""
     from rlkd.train.cli import train_args_class
 
-    return {"list": list_cmd, "train": train_args_class(), "play": play_cmd, "eval": eval_cmd,
-            "export": export_cmd, "bench": bench_cmd, "qd": qd_cmd}
+    from rlkd.train.distill_cli import distill_cmd
+
+    return {"list": list_cmd, "train": train_args_class(), "distill": distill_cmd,
+            "play": play_cmd, "eval": eval_cmd, "export": export_cmd, "bench": bench_cmd,
+            "qd": qd_cmd}
 
 
 def main(argv: list[str] | None = None) -> None:

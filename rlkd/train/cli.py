@@ -270,6 +270,12 @@ def run_train(args, argv: list[str] | None = None) -> None:
             runner = OnPolicyRunner(config_from_args(args))
     except user_errors() as e:
         raise as_usage_error(e) from e
+    learn_and_report(runner)
+
+
+def learn_and_report(runner) -> None:
+    """Train ``runner`` to its budget, shut torchrun down cleanly, and print the one-line
+    summary (``rlkd train`` and ``rlkd distill``)."""
     try:
         last = runner.learn()
     finally:
