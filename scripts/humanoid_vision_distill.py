@@ -85,8 +85,9 @@ def _fresh_args(arm: str, seed: int, args) -> tuple[str, list[str]]:
     if a["kind"] == "ppo":
         return "train", [ENV_ID, "--agent", "ppo", "--ppo", "actor_groups=[student]", *common,
                          "--set", "action_mode=absolute", "vision=rays", *sets]
+    # DAgger-stage checkpoints hold the aggregated dataset (~0.2 GB each): fewer of them.
     return "distill", [ENV_ID, "--teacher", EXPERT, "--student", a["student"], *common,
-                       "--set", *sets]
+                       "--checkpoint-every", "100", "--set", *sets]
 
 
 def train_arm(arm: str, seed: int, args) -> Path:
