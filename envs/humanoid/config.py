@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlkd.core.config import (integer, integers, knob, number, one_of, require, span, text,
+from rlkd.core.config import (flag, integer, integers, knob, number, one_of, require, span, text,
                               validate_fields)
 
 #: Shorthand rule: a finite number >= 0 (reward weights and scales, noise levels, heights).
@@ -16,11 +16,56 @@ class HumanoidMotionConfig:
     """Every knob of ``HumanoidMotion-v0``; override any field by keyword in ``rlkd.make``."""
 
     # --- reference motion
-    motion: str = knob("walk", text("comma-separated procedural kinds and/or .npz/.bvh paths"))
+    motion: str = knob("walk", text("a motion spec: clips, 'a+b', 'x*2', '@set'"))
     """Clips to track, comma-separated: procedural kinds (``walk``, ``turn``, ``jog_in_place``,
-    ``squat``, ``wave``) and/or paths to ``.npz`` / ``.bvh`` files (BVH is retargeted)."""
+    ``squat``, ``wave``; ``walk@1.0``, ``turn@0.8:-0.5`` set speed m/s and yaw rate rad/s),
+    paths to ``.npz`` / ``.bvh`` files (BVH is retargeted), ``a+b`` concatenations (blended),
+    ``x*2`` weights, ``@general`` / ``@file.yaml`` motion sets
+    (:mod:`rlkd.envs.humanoid.motions.spec` has the syntax)."""
     motion_mode: str = knob("wrap", one_of("wrap", "clamp"))
-    """``"wrap"``: clips loop (the root carries on); ``"clamp"``: hold the last frame."""
+    """``"wrap"``: clips loop (the root carries on); ``"clamp"``: hold the last frame. The mode
+    of clips whose motion-set entry names none."""
+    init_phase: str = knob("random", one_of("random", "start"))
+    """Where a reset starts in its clip: ``"random"`` (reference-state initialization at a random
+    phase) or ``"start"`` (the clip's first frame: evaluation of whole clips)."""
+
+    # --- reset sampling: PHC hard-negative mining (rlkd.envs.humanoid.sampling)
+    hard_negative: bool = knob(False, flag())
+    """Draw reset clips and phases in proportion to ``weight x (eps + failure rate)^alpha``
+    (per clip, then per phase bin) instead of by weight alone; the failure statistics are kept
+    (``env.clip_stats()``) either way."""
+    hard_negative_bins: int = knob(8, integer(lo=1, hi=256))
+    """Phase bins per clip of the failure statistics."""
+    hard_negative_alpha: float = knob(1.0, NONNEG)
+    """Exponent ``alpha`` on ``eps + failure rate`` (0: weights alone)."""
+    hard_negative_eps: float = knob(0.1, number(lo=0, lo_open=True))
+    """Floor ``eps`` added to the failure rates: a clip that never fails keeps
+    ``(eps / (eps + 1))^alpha`` of the draws of one that always fails."""
+    hard_negative_rate: float = knob(0.1, number(lo=0, hi=1, lo_open=True))
+    """EMA rate per finished episode of the failure statistics of its start bin."""
+
+    # --- fail-state recovery: PHC's perpetual control (rlkd.envs.humanoid.recovery)
+    recovery_fraction: float = knob(0.0, number(lo=0, hi=1))
+    """Share of resets that start fallen or away from the reference (0: none)."""
+    recovery_fallen: float = knob(0.5, number(lo=0, hi=1))
+    """Share of those that start fallen (lying on the back, front or a side); the others start
+    upright but offset."""
+    recovery_offset: tuple[float, float] = knob((0.5, 2.0), span(lo=0, hi=20))
+    """Horizontal offset of an offset start from the reference pelvis, metres (drawn per reset)."""
+    recovery_yaw: float = knob(3.14159, number(lo=0, hi=3.14159))
+    """Largest heading offset of an offset start, rad (drawn uniformly in +-this)."""
+    recovery_grace: float = knob(5.0, NONNEG)
+    """Seconds during which a recovery episode ends neither on a fall nor on tracking error
+    (until it has recovered): PHC relaxes termination while getting back."""
+    recovery_tolerance: float = knob(0.2, number(lo=0, lo_open=True))
+    """A recovery episode has ``recovered`` when its mean keypoint error drops below this, m,
+    with the pelvis above ``fall_height``."""
+    w_recovery: float = knob(0.2, NONNEG)
+    """Weight of the reward term ``w exp(-k d)`` on the pelvis distance d to the reference (m),
+    present only with ``recovery_fraction`` > 0: its wide basin leads back from metres away,
+    where the tracking terms are flat."""
+    k_recovery: float = knob(1.0, NONNEG)
+    """Scale of that distance, 1/m."""
     future_steps: tuple[int, ...] = knob((1, 3, 6), integers(lo=1))
     """Reference frames in the observation, as control steps ahead of the current time."""
     motion_range_tolerance: float = knob(0.5, number(lo=0, allow_inf=True))

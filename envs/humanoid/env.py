@@ -66,9 +66,11 @@ squared pelvis orientation error (rad^2), ``e_vel`` the summed squared joint-vel
 squared pelvis position error (m^2) and ``e_kp`` the mean squared world-frame keypoint error
 (m^2). Per-term values are in ``info["reward_terms"]``.
 
-**Reset**: reference-state initialization: a random clip at a random time; the humanoid starts in
-that reference pose and velocity. **Termination**: the pelvis below ``fall_height`` (``fall``)
-or the mean keypoint error above ``max_tracking_error`` (``tracking_failure``). **Truncation**:
+**Reset**: reference-state initialization: a clip (by weight, or PHC hard-negative mining:
+:mod:`~rlkd.envs.humanoid.sampling`, ``env.clip_stats()``) at a random time; the humanoid
+starts in that reference pose and velocity (``recovery_fraction``: some start fallen or offset,
+:mod:`~rlkd.envs.humanoid.recovery`). **Termination**: the pelvis below ``fall_height``
+(``fall``) or the mean keypoint error above ``max_tracking_error`` (``tracking_failure``). **Truncation**:
 ``max_episode_steps``; an episode that reaches it counts as ``success``.
 
 **Params** (per-env tensors in ``env.params``): the backend's ``body_mass``, ``geom_friction``,
@@ -119,6 +121,8 @@ from .camera_obs import CameraObservations
 from .config import HumanoidMotionConfig
 from .motions import MotionState, load_library
 from .obs_layout import observation_parts
+from .recovery import FailStateRecovery
+from .sampling import ClipSampling
 from .skeleton import ASSET_PATH, END_EFFECTORS, FEET, Skeleton
 
 _SKELETON: Skeleton | None = None
@@ -131,7 +135,8 @@ def _skeleton() -> Skeleton:
     return _SKELETON
 
 
-class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
+class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, MujocoEnvState,
+                        BatchedEnv):
     """Batched humanoid motion tracking; see the module docstring for the full manual."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -200,6 +205,8 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
         self._hist_kp, self._hist_sole = (torch.zeros(num_envs, 2, 2, P, 3, device=dev),
                                           torch.zeros(num_envs, 2, 3, device=dev))
         self._init_vision()
+        self._init_sampling()
+        self._init_recovery()
 
     # ------------------------------------------------------------------ state
     def _sim_state(self, env_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -231,12 +238,9 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
 
     # ------------------------------------------------------------------ reset
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
-        # Reference-state initialization: a random clip at a random phase.
-        u = self.rng.uniform(env_ids, 2)
-        n = self.motions.num_clips
-        clip = torch.minimum((u[:, 0] * n).long(), torch.tensor(n - 1, device=self.device))
-        self.clip_ids[env_ids] = clip
-        self.t0[env_ids] = u[:, 1] * self.motions.duration[clip].float()
+        # Reference-state initialization: a clip (weights, hard negatives) at a phase.
+        clip, t0 = self._draw_starts(env_ids, self.rng.uniform(env_ids, 2))
+        self.clip_ids[env_ids], self.t0[env_ids] = clip, t0
         self.prev_action[env_ids] = 0.0
         ref = self.motions.sample(clip, self.t0[env_ids], rotations=False)
         self._hist_kp[env_ids, 1] = ref.keypoints[:, None]
@@ -245,6 +249,7 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
         qpos = torch.cat((ref.root_pos, ref.root_rot, ref.joint_pos), -1)
         ang_local = quat_rotate(quat_conj(ref.root_rot), ref.root_ang_vel)
         qvel = torch.cat((ref.root_lin_vel, ang_local, ref.joint_vel), -1)
+        qpos, qvel = self._recovery_reset(env_ids, qpos, qvel)  # fallen / offset starts
         self.sim.reset(env_ids, qpos.to(self.sim.dtype), qvel.to(self.sim.dtype))
         # Metric history: both frames before the first read the reset pose, simulated and
         # reference (the acceleration error counts from the episode's third frame).
@@ -315,12 +320,17 @@ class HumanoidMotionEnv(CameraObservations, MujocoEnvState, BatchedEnv):
                  "root": c.w_root * torch.exp(-c.k_root * e_root),
                  "keypoint": c.w_keypoint * torch.exp(-c.k_keypoint * e_kp)
                  } if c.reward == "3d" else self._reward_2d_terms(s["keypoints"], self._soles())
+        terms.update(self._recovery_terms(err["root"]))
         reward = sum(terms.values())
         fall = metrics.fallen(s["root_pos"][:, 2], c.fall_height)
         lost = err["keypoint_dist"] > c.max_tracking_error
+        fall, lost, flags = self._recovery_evaluate(err["keypoint_dist"], s["root_pos"][:, 2],
+                                                    fall, lost)
         terminated = fall | lost
+        self._record_episodes(terminated | (self.episode_length_buf >= self.max_episode_length),
+                              terminated, self.recovery_kind == 0)
         return reward, terminated, terms, {"success": ~terminated, "fall": fall,
-                                           "tracking_failure": lost & ~fall}
+                                           "tracking_failure": lost & ~fall, **flags}
 
     def _soles(self) -> torch.Tensor:
         """``(N, 2, 3)`` per foot this step: sole-centre x, y and the lowest corner's height, m."""

@@ -7,7 +7,9 @@ between the two neighbouring frames (positions, angles, velocities) and slerps r
 runs FK for body positions and keypoints - all batched, no per-sample Python. Velocities are
 central differences of the frames (one-sided at the ends). ``mode="clamp"`` holds the end frames;
 ``mode="wrap"`` loops the clip, and each completed loop carries the root on by the clip's net
-planar displacement and heading change, so a looping walk keeps walking forward.
+planar displacement and heading change, so a looping walk keeps walking forward. ``modes`` sets
+the mode per clip (a motion set mixes looping procedural clips with mocap played once); each clip
+also has a sampling weight (:attr:`MotionLibrary.weights`).
 """
 
 from __future__ import annotations
@@ -84,19 +86,36 @@ class MotionLibrary:
         exact_fk: body poses by FK of each sample (slower) instead of blending per-frame poses.
         joint_range_tolerance: rad; a clip with an angle further outside its joint's range is
             refused (:class:`~.clip.MotionError`; ``inf``: no check).
+        weights: ``(C,)`` sampling weight of each clip (> 0; default 1 each): :attr:`weights`.
+        modes: per-clip ``"wrap"`` / ``"clamp"`` (``None`` entries or no list: ``mode``).
     """
 
     def __init__(self, clips: Sequence[MotionClip], skeleton: Skeleton | None = None,
                  device: str | torch.device = "cpu", mode: str = "wrap",
                  dtype: torch.dtype = torch.float32, exact_fk: bool = False,
-                 joint_range_tolerance: float = JOINT_RANGE_TOLERANCE):
-        if mode not in ("wrap", "clamp"):
-            raise ValueError(f"mode must be 'wrap' or 'clamp', got {mode!r}")
+                 joint_range_tolerance: float = JOINT_RANGE_TOLERANCE,
+                 weights: Sequence[float] | None = None, modes: Sequence[str | None] | None = None):
+        modes = [mode if m is None else m for m in (modes or [None] * len(clips))]
+        for m in (mode, *modes):
+            if m not in ("wrap", "clamp"):
+                raise ValueError(f"mode must be 'wrap' or 'clamp', got {m!r}")
         if not clips:
             raise ValueError("MotionLibrary needs at least one clip")
+        w = np.ones(len(clips)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if len(modes) != len(clips) or w.shape != (len(clips),) or not (np.isfinite(w) & (w > 0)).all():
+            raise ValueError(f"{len(clips)} clips need as many modes and finite weights > 0, got "
+                             f"{len(modes)} modes and weights {w.tolist()}")
         self.skeleton = skeleton or Skeleton.from_mjcf()
+        if len(set(modes)) == 1:  # one mode for all: that is the library's
+            mode = modes[0]
         self.device, self.mode, self.dtype = torch.device(device), mode, dtype
         self.names = tuple(c.name for c in clips)
+        #: Per-clip ``"wrap"`` / ``"clamp"``, and ``(C,)`` bool: the clips that loop.
+        self.modes = tuple(modes)
+        self._mixed = len(set(self.modes)) > 1
+        self.wraps = torch.as_tensor([m == "wrap" for m in self.modes], device=self.device)
+        #: ``(C,)`` float32 sampling weight of each clip (reset draws clips in proportion).
+        self.weights = torch.as_tensor(w, dtype=torch.float32, device=self.device)
         cols = {k: [] for k in ("root_pos", "root_rot", "joint_pos", "lin", "ang", "jv")}
         for c in clips:
             c.validate(c.name, self.skeleton.num_dofs)
@@ -187,7 +206,11 @@ class MotionLibrary:
         clip_ids = torch.as_tensor(clip_ids, device=self.device, dtype=torch.long)
         times = torch.as_tensor(times, device=self.device, dtype=self.dtype)
         dur, fps = self.duration.index_select(0, clip_ids), self.fps.index_select(0, clip_ids)
-        if self.mode == "wrap":
+        if self._mixed:  # per-clip modes: wrap where the clip loops, clamp elsewhere
+            wrap = self.wraps.index_select(0, clip_ids)
+            loops = torch.where(wrap, torch.floor(times / dur), torch.zeros_like(times))
+            local = torch.where(wrap, times - loops * dur, times.clamp(min=0.0).minimum(dur))
+        elif self.mode == "wrap":
             loops = torch.floor(times / dur)
             local = times - loops * dur
         else:
@@ -208,7 +231,7 @@ class MotionLibrary:
         ).split(self._split, -1)
         root_rot = quat_slerp(self._root_rot.index_select(0, i0),
                               self._root_rot.index_select(0, i1), alpha)
-        if self.mode == "wrap":
+        if self.mode == "wrap" or self._mixed:  # (0 loops: the identity, exactly)
             root_pos, root_rot, lin, ang = self._carry_loops(clip_ids, loops, root_pos, root_rot,
                                                              lin, ang)
         if self.exact_fk:

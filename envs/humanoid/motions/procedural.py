@@ -26,13 +26,15 @@ PROCEDURAL = ("walk", "turn", "jog_in_place", "squat", "wave")
 
 
 def procedural_clip(kind: str, skeleton: Skeleton | None = None, fps: float = 30.0,
-                    cycles: int = 2, speed: float | None = None) -> MotionClip:
+                    cycles: int = 2, speed: float | None = None,
+                    yaw_rate: float | None = None) -> MotionClip:
     """A loop-closed procedural clip on our skeleton.
 
     Args:
         kind: one of :data:`PROCEDURAL`. ``walk``: 1 s gait cycle at ``speed`` (default 1.2 m/s)
             along +x. ``turn``: walking on a circle at ``speed`` (default 0.8 m/s), turning left
-            at 0.5 rad/s. ``jog_in_place``: 0.7 s cycle, knees up, arms pumping. ``squat``: 3 s
+            at ``yaw_rate`` (default 0.5 rad/s; > 0 turns left, counter-clockwise seen from
+            above, < 0 right). ``jog_in_place``: 0.7 s cycle, knees up, arms pumping. ``squat``: 3 s
             down and up, feet flat, arms forward. ``wave``: standing, right forearm waving at
             1.5 Hz.
         skeleton: target skeleton (DoF names of the shipped MJCF are used).
@@ -40,6 +42,8 @@ def procedural_clip(kind: str, skeleton: Skeleton | None = None, fps: float = 30
         cycles: number of periods in the clip.
         speed: walking speed for ``walk`` / ``turn`` (m/s); the stride amplitude is calibrated
             to reach it.
+        yaw_rate: heading rate of ``turn``, rad/s (the circle's radius is ``speed / |yaw_rate|``;
+            0 walks straight); only ``turn`` takes it.
 
     The root height puts the lowest sole point on the floor every frame; the root moves so the
     stance foot stays put (for the gaits the stance leg follows the gait phase, otherwise it is
@@ -48,13 +52,15 @@ def procedural_clip(kind: str, skeleton: Skeleton | None = None, fps: float = 30
     skeleton = skeleton or Skeleton.from_mjcf()
     if kind not in PROCEDURAL:
         raise ValueError(f"unknown procedural clip {kind!r}; choose from {PROCEDURAL}")
+    if yaw_rate is not None and kind != "turn":
+        raise ValueError(f"only 'turn' takes a yaw_rate, not {kind!r}")
     period = {"walk": 1.0, "turn": 1.0, "jog_in_place": 0.7, "squat": 3.0, "wave": 2 / 1.5}[kind]
     n = int(round(cycles * period * fps)) + 1
     t = np.arange(n) / fps
     phase = 2 * math.pi * t / period
     if kind in ("walk", "turn"):
         target = speed if speed is not None else (1.2 if kind == "walk" else 0.8)
-        yaw_rate = 0.5 if kind == "turn" else 0.0
+        yaw_rate = (0.5 if yaw_rate is None else float(yaw_rate)) if kind == "turn" else 0.0
         # Stance foot speed ~ 2 L sin(amp) / (duty * period); refine since knees and heel-off
         # change it (speed is close to proportional to the amplitude).
         amp = math.asin(min(0.9, target * 0.6 * period / (2 * skeleton.leg_length())))
