@@ -184,6 +184,24 @@ def test_equal_weights_draw_as_before_and_start_phase(skel):
     env.close()
 
 
+def test_forced_starts_run_chosen_clips_from_chosen_times():
+    env, free = _make(6, motion="walk,squat,wave"), _make(6, motion="walk,squat,wave")
+    env.force_starts(torch.tensor([2, 2, 1, 0, -1, 1]),
+                     torch.tensor([0.0, 0.5, 1.0, 0.25, 0.0, 99.0]))
+    env.reset(seed=0)
+    free.reset(seed=0)
+    assert env.clip_ids.tolist()[:4] == [2, 2, 1, 0] and int(env.clip_ids[5]) == 1
+    torch.testing.assert_close(env.t0[[0, 1, 2, 3, 5]], torch.tensor([0.0, 0.5, 1.0, 0.25, 6.0]))
+    assert env.clip_ids[4] == free.clip_ids[4] and env.t0[4] == free.t0[4]  # -1: drawn
+    env.force_starts(None)
+    env.reset(seed=0)
+    assert torch.equal(env.clip_ids, free.clip_ids) and torch.equal(env.t0, free.t0)
+    with pytest.raises(ValueError, match="force_starts"):
+        env.force_starts(torch.tensor([3, 0, 0, 0, 0, 0]))
+    env.close()
+    free.close()
+
+
 def test_weights_set_the_reset_frequencies():
     env = _make(512, motion="walk*3,squat")
     env.reset(seed=0)
@@ -313,3 +331,75 @@ def test_recovery_off_leaves_flags_and_terms_alone():
     assert "recovery" not in info["reward_terms"]
     assert not hasattr(env, "_geom_pts")
     env.close()
+
+
+# ------------------------------------------------------------------------------ the study
+def _study():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import humanoid_general_stats as stats
+    import humanoid_general_tracker as study
+
+    return study, stats
+
+
+def test_study_motion_files_hold_131_02_out(skel, tmp_path):
+    study, _ = _study()
+    files = study.motion_files(tmp_path)
+    train = load_library(files["no_131_02"], skel, "cpu", "wrap").names
+    full = load_library("@general", skel, "cpu", "wrap").names
+    assert set(full) - set(train) == {"131_02"}
+    ev = load_library(files["eval"], skel, "cpu", "wrap")
+    assert ev.names == full + study.HELDOUT
+    assert ev.modes[ev.names.index("131_02")] == "clamp"
+    assert not set(study.HELDOUT) & set(full)
+
+
+def test_study_statistics_split_families_and_targets():
+    study, stats = _study()
+    held = (study.HELDOUT, study.HELD_OUT_CMU)
+
+    def ev(trained, good):
+        clips = {}
+        for c in ("walk@1.2", "turn@1.0:0.5", "squat", "walk@1.0+wave", "131_01", "131_02",
+                  "walk@0.5", "turn@0.8:0.4"):
+            e = 30.0 if good else 200.0
+            clips[c] = {"completion": [1.0 if good else 0.0] * 4, "fall": [0.0] * 4,
+                        "mpjpe": [e, e + 2, e - 2, e], "mpjpe_local": [e / 2] * 4,
+                        "root_error": [e] * 4}
+        rec = {"fallen": {"recovered": [1.0, 1.0, 0.0, 1.0], "recovery_time": [1.0, 2.0, 0, 6.0]}}
+        return {"trained_on": trained, "clips": clips, "recovery": rec}
+
+    evals = {"specialist": ev("walk", False), "general_s2": ev("no_131_02", True)}
+    fam, clips, rec = stats.analyse(evals, "general_s2", held)
+    assert clips["general_s2"]["131_02"]["split"] == "heldout"
+    assert clips["specialist"]["131_02"]["split"] == "heldout"   # labelled like the general one
+    assert clips["general_s2"]["walk@1.0+wave"]["family"] == "concat"
+    assert fam["general_s2"]["train"]["procedural"]["mpjpe"]["clips"] == 4
+    assert fam["general_s2"]["heldout"]["walk"]["mpjpe"]["mean"] == pytest.approx(30.0)
+    assert rec["general_s2"]["fallen"]["rate_5s"]["mean"] == pytest.approx(0.5)  # 6 s is late
+    tg = stats.targets(fam, clips, rec, "general_s2")
+    assert tg["train_mpjpe_mm"]["met"] and tg["cmu_completion"]["met"]
+    assert tg["fall_recovery_within_5s"]["met"] is False
+    assert tg["walk_mpjpe_over_specialist"]["value"] == pytest.approx(30.0 / 200.0)
+    evals["general_all"] = ev("all", True)
+    _, clips, _ = stats.analyse(evals, "general_all", held)
+    assert clips["general_all"]["131_02"]["split"] == "train"
+
+
+@pytest.mark.slow
+def test_study_quick_runs_end_to_end(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, str(ROOT / "scripts/humanoid_general_tracker.py"), "--quick",
+                    "--threads", "1", "--runs", str(tmp_path)], check=True, cwd=ROOT, env=env,
+                   capture_output=True, text=True, timeout=900)
+    rep = json.loads((tmp_path / "humanoid_general_tracker_quick.json").read_text())
+    assert rep["headline"] == "general_s2" and not rep["missing"]
+    assert set(rep["targets"]) >= {"train_completion", "heldout_mpjpe_mm", "cmu_completion",
+                                   "fall_recovery_within_5s", "walk_mpjpe_over_specialist"}

@@ -26,6 +26,10 @@ distributions at ``u0`` and ``u1`` (batched ``searchsorted``, no Python loop ove
 position inside the bin reuses what is left of ``u1``. ``eps`` keeps every clip and bin in play
 (a bin that never fails keeps ``eps / (eps + 1)`` of the odds of one that always fails, at
 ``alpha = 1``); before any episode has finished, ``f = 0`` and the draws follow the weights.
+
+**Forced starts** (:meth:`ClipSampling.force_starts`, for evaluation): chosen envs start every
+episode at a given clip and time instead (the uniforms are still drawn, so the other envs'
+streams do not move).
 """
 
 from __future__ import annotations
@@ -46,7 +50,29 @@ class ClipSampling:
         self.hn_failures = torch.zeros(C, B, dtype=torch.int64, device=dev)
         #: ``(N,)`` phase bin each env's episode started in.
         self.start_bin = torch.zeros(self.num_envs, dtype=torch.int64, device=dev)
+        #: ``(N,)`` clip (-1: drawn) and start time (s) of every episode of an env
+        #: (:meth:`force_starts`).
+        self.forced_clip = torch.full((self.num_envs,), -1, dtype=torch.int64, device=dev)
+        self.forced_t0 = torch.zeros(self.num_envs, device=dev)
         self._plain_draws = not c.hard_negative and bool((w == w[0]).all())
+
+    def force_starts(self, clip_ids: torch.Tensor | None, times: torch.Tensor | None = None
+                     ) -> None:
+        """From the next reset on, env ``i`` starts every episode at clip ``clip_ids[i]``
+        (``(N,)`` int; -1: drawn as usual) and time ``times[i]`` s (default 0; clamped to the
+        clip); ``None`` clears. Evaluation uses it to run E episodes of every clip in one batch."""
+        if clip_ids is None:
+            self.forced_clip.fill_(-1)
+            return
+        ids = torch.as_tensor(clip_ids, dtype=torch.int64, device=self.device).reshape(-1)
+        if ids.numel() != self.num_envs or bool((ids >= self.motions.num_clips).any()):
+            raise ValueError(f"force_starts needs {self.num_envs} clip ids below "
+                             f"{self.motions.num_clips} (-1: drawn), got {ids.numel()}")
+        t = torch.zeros(self.num_envs, device=self.device) if times is None else torch.as_tensor(
+            times, dtype=torch.float32, device=self.device).reshape(-1)
+        dur = self.motions.duration[ids.clamp(min=0)].float()
+        self.forced_clip.copy_(ids)
+        self.forced_t0.copy_(torch.minimum(t.clamp(min=0.0), dur))
 
     def sampling_probabilities(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(p (C,), q (C, B))``: the probability that a reset draws clip ``i``, and its phase bin
@@ -86,8 +112,14 @@ class ClipSampling:
                 width = (rows.gather(1, b) - lo).clamp_min(1e-12)
                 inside = ((x - lo) / width).clamp(0.0, 1.0 - 1e-6)
                 frac = ((b.to(x.dtype) + inside) / B)[:, 0]
+        t0 = frac * self.motions.duration[clip].float()
+        forced = self.forced_clip[env_ids]
+        if bool((forced >= 0).any()):
+            clip = torch.where(forced >= 0, forced, clip)
+            t0 = torch.where(forced >= 0, self.forced_t0[env_ids], t0)
+            frac = t0 / self.motions.duration[clip].float()
         self.start_bin[env_ids] = (frac * B).long().clamp(0, B - 1)
-        return clip, frac * self.motions.duration[clip].float()
+        return clip, t0
 
     def _record_episodes(self, ended: torch.Tensor, failed: torch.Tensor,
                          counted: torch.Tensor) -> None:
