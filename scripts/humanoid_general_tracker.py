@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 from rlkd.core.provenance import write_json_atomic
-from study_runs import ROOT, append_jsonl, rel, run_logged, run_record, train_resumable
+from study_runs import (ROOT, append_jsonl, rel, run_record, train_resumable,
+                        train_then_evaluate)
 
 ENV_ID = "HumanoidMotion-v0"
 SPECIALIST = "expert:humanoid-walk"
@@ -211,20 +212,13 @@ def eval_policy(name: str, out: Path, args) -> None:
 
 def _job(name: str, args) -> None:
     _, runs = _paths(args)
-    out = runs / f"{name}.eval.json"
-    try:
-        if name != "specialist":
-            train_run(name, args)
-        if not out.exists():
-            run_logged([sys.executable, __file__, "--eval", name, "--threads", str(args.threads),
-                        "--episodes", str(args.episodes), "--eval-steps", str(args.eval_steps),
-                        "--recovery-episodes", str(args.recovery_episodes),
-                        *(["--quick"] if args.quick else []),
-                        *(["--runs", str(args.runs)] if args.runs else [])],
-                       args.threads, runs / f"{name}.eval.log")
-        print(f"evaluated {name}", flush=True)
-    except Exception as e:  # noqa: BLE001 -- one failed run must not stop the study
-        print(f"FAILED {name}: {e}", flush=True)
+    train_then_evaluate(
+        name, lambda: name != "specialist" and train_run(name, args), runs / f"{name}.eval.json",
+        [sys.executable, __file__, "--eval", name, "--threads", str(args.threads),
+         "--episodes", str(args.episodes), "--eval-steps", str(args.eval_steps),
+         "--recovery-episodes", str(args.recovery_episodes),
+         *(["--quick"] if args.quick else []), *(["--runs", str(args.runs)] if args.runs else [])],
+        args.threads, runs / f"{name}.eval.log")
 
 
 def main(argv=None) -> None:

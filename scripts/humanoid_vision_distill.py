@@ -39,7 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rlkd.core.provenance import write_json_atomic
-from study_runs import ROOT, append_jsonl, rel, run_logged, run_record, train_resumable
+from study_runs import (ROOT, append_jsonl, rel, run_record, train_resumable,
+                        train_then_evaluate)
 
 ENV_ID = "HumanoidMotion-v0"
 EXPERT = "expert:humanoid-walk"
@@ -206,21 +207,14 @@ def eval_arm(arm: str, seed: int, out: Path, args) -> None:
 
 def _job(arm: str, seed: int, args) -> None:
     _, runs = _paths(args)
-    out = runs / f"{arm}_s{seed}" / "vision_eval.json"
-    try:
-        if ARMS[arm]["kind"] == "two_stage":
-            train_two_stage_arm(seed, args)
-        else:
-            train_arm(arm, seed, args)
-        if not out.exists():
-            (runs / f"{arm}_s{seed}").mkdir(parents=True, exist_ok=True)
-            run_logged([sys.executable, __file__, "--eval-arm", arm, "--eval-seed-of", str(seed),
-                        *(["--quick"] if args.quick else []), "--threads", str(args.threads),
-                        "--episodes", str(args.episodes)], args.threads,
-                       runs / f"{arm}_s{seed}.eval.log")
-        print(f"evaluated {arm} s{seed}", flush=True)
-    except Exception as e:  # noqa: BLE001 -- one failed run must not stop the study
-        print(f"FAILED {arm} s{seed}: {e}", flush=True)
+    train = (lambda: train_two_stage_arm(seed, args)) if ARMS[arm]["kind"] == "two_stage" \
+        else (lambda: train_arm(arm, seed, args))
+    train_then_evaluate(
+        f"{arm} s{seed}", train, runs / f"{arm}_s{seed}" / "vision_eval.json",
+        [sys.executable, __file__, "--eval-arm", arm, "--eval-seed-of", str(seed),
+         *(["--quick"] if args.quick else []), "--threads", str(args.threads),
+         "--episodes", str(args.episodes), *(["--runs", str(args.runs)] if args.runs else [])],
+        args.threads, runs / f"{arm}_s{seed}.eval.log")
 
 
 def main(argv=None) -> None:

@@ -44,6 +44,20 @@ def run_logged(cmd: list[str], threads: int, log: Path) -> None:
         subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=True, cwd=ROOT)
 
 
+def train_then_evaluate(label: str, train, out: Path, eval_cmd: list[str], threads: int,
+                        log: Path) -> None:
+    """One study job: ``train()``, then ``eval_cmd`` (a worker that writes ``out``) unless
+    ``out`` exists. A failure is printed, not raised: one failed run must not stop a study."""
+    try:
+        train()
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            run_logged(eval_cmd, threads, log)
+        print(f"evaluated {label}", flush=True)
+    except Exception as e:  # noqa: BLE001
+        print(f"FAILED {label}: {e}", flush=True)
+
+
 def metrics_rows(run_dir: Path) -> list[dict]:
     """metrics.jsonl, one row per iteration (a resume redoes the iterations after the last
     checkpoint: the later row wins)."""

@@ -97,3 +97,12 @@ def test_overrides_read_yaml_and_exponent_floats():
     assert got == {"learning_rate": 1e-5, "motion": "walk", "hidden": [64, 32], "flag": True}
     with pytest.raises(SystemExit, match="key=value"):
         _overrides(("no_equals_sign",))
+
+
+def test_overrides_keep_non_yaml_scalars_and_reject_broken_lists():
+    from rlkd.train.cli import UsageError, parse_overrides
+
+    got = parse_overrides(("motion=@general", "spec=walk@1.0+turn@0.8:0.5"))
+    assert got == {"motion": "@general", "spec": "walk@1.0+turn@0.8:0.5"}
+    with pytest.raises(UsageError, match="hidden"):
+        parse_overrides(("hidden=[64, 32",))

@@ -134,11 +134,18 @@ class CameraObservations:
                                 K[..., 1, 2] / H), -1)]
         return torch.cat(det + [vis, cam_pos, cols.reshape(M, F, 6)], -1).reshape(M, -1)
 
+    def _body_pixels(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """``(N, P, 2)`` the simulated body's ``keypoints (N, P, 3)`` projected by the latest
+        frame-0 camera, px; once per step (the 2D reward and the metric share it)."""
+        if "body_uv" not in self._cache:
+            self._cache["body_uv"] = project(keypoints, self._cam_R, self._cam_c, self._cam_K)[0]
+        return self._cache["body_uv"]
+
     def _reprojection_error(self, keypoints: torch.Tensor) -> torch.Tensor:
         """``(N,)`` mean pixel distance between the simulated body's ``keypoints (N, P, 3)``
         projected by the latest frame-0 camera and the detections it saw of the performer,
         over the seen keypoints (0 where none was seen), px."""
-        uv, _ = project(keypoints, self._cam_R, self._cam_c, self._cam_K)
+        uv = self._body_pixels(keypoints)
         vis = self._kp_visible.float()
         err = (uv - self._kp_uv).norm(dim=-1) * vis
         return err.sum(-1) / vis.sum(-1).clamp_min(1)
@@ -150,7 +157,7 @@ class CameraObservations:
         from .metrics import FOOT_CONTACT_HEIGHT, MM, step_foot_sliding
 
         c = self.cfg
-        uv, _ = project(keypoints, self._cam_R, self._cam_c, self._cam_K)
+        uv = self._body_pixels(keypoints)
         vis = self._kp_visible.float()
         n_seen = vis.sum(-1)
         e = ((uv - self._kp_uv).square().sum(-1) * vis).sum(-1) / (

@@ -286,7 +286,9 @@ class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, Muj
             raise ValueError(f"mode must be 'absolute' or 'residual', got {mode!r}")
         if mode == "absolute":
             return actions
-        return ((self.pd_targets(actions, "residual") - self.q_mid) / self.q_half).clamp(-1, 1)
+        return convert_actions(actions, "residual", "absolute",
+                               self._reference(None, self._next_step).joint_pos, self.q_mid,
+                               self.q_half, self.cfg.residual_scale)
 
     def _errors(self, s: dict[str, torch.Tensor], ref: MotionState) -> dict[str, torch.Tensor]:
         """Per-env tracking errors of state ``s`` against ``ref``."""
@@ -366,7 +368,7 @@ class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, Muj
         M = s["root_pos"].shape[0]
         F = len(c.future_steps)
         # The reference now, at every future step (and at the camera's extra video frames) in
-        # one sample: rows grouped per offset, M each; `fut` = the future steps' rows.
+        # one sample: rows grouped per offset, M each; `ref` keeps now + the future steps.
         ref_all = self._reference(env_ids, self._ref_offsets)
         ref_now = MotionState(**{k: None if v is None else v[:M] for k, v in vars(ref_all).items()})
         ref = MotionState(**{k: None if v is None else v[:(1 + F) * M]

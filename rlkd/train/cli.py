@@ -64,7 +64,15 @@ def parse_overrides(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"{flag} expects key=value, got {item!r}")
-        parsed = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            # Not YAML (e.g. ``motion=@general``: '@' is reserved at a scalar's start): a
+            # flow-looking value is a user mistake, anything else is the literal string.
+            if value.lstrip().startswith(("[", "{")):
+                raise UsageError(f"{flag} {key.strip()}: cannot parse {value!r} as a list or "
+                                 "mapping") from None
+            parsed = value
         if isinstance(parsed, str):  # YAML 1.1 leaves "1e-5" a string; on a CLI it is a number
             try:
                 parsed = float(parsed)
