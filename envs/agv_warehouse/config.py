@@ -92,7 +92,19 @@ class AGVWarehouseConfig:
     """Heading bins of the range table."""
     compile: bool = knob(False, flag())
     """``torch.compile`` the whole-batch lidar kernels (about 10 s of compilation at the first
-    step, then faster steps at large ``num_envs``; results match eager within 1e-5 m)."""
+    step, then faster steps at large ``num_envs``; results match eager within 1e-5 m). With
+    ``fused=True``: compile the whole fused step instead, as one graph."""
+    fused: bool = knob(False, flag())
+    """Run ``step`` as one branch-free function (:mod:`.fused`): kinematics, obstacles, goals,
+    lidar, rewards, autoreset (masked writes of fresh starts drawn from each env's own stream)
+    and observations. With ``compile=True`` it is compiled whole, ``torch.compile(fullgraph=True,
+    dynamic=False)`` (CUDA graphs on CUDA; about 1-2 min of compilation per noise variant at
+    the first step on 2 cores, cached on disk by TorchInductor afterwards); without, it runs
+    eagerly (bit-identical to the default step: a reference). Same random streams and results
+    as the default step (compiled: within float tolerance). Falls back to the default eager
+    step, with a warning, where ``torch.compile`` is unavailable or the env subclass brings its
+    own physics (the PyBullet twin). ``reset_hooks`` (domain randomisation) keep working: those
+    envs reset the eager way after the graph."""
 
     # --- task and reward
     num_goals: int = knob(1, integer(lo=1))

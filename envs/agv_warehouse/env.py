@@ -49,6 +49,7 @@ and ``speed`` (ground speed after slip, m/s).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -58,8 +59,9 @@ from rlkd.core.env import BatchedEnv, Obs
 from rlkd.core.params import ParamGuard
 from rlkd.core.spaces import action_box, box
 from rlkd.sim.diffdrive import unicycle_step, wrap_angle
-from rlkd.sim.raycast2d import RangeTable, cast_boxes_exact, cast_circles_even
+from rlkd.sim.raycast2d import RangeTable, cast_circles_even
 
+from . import kernels as K_
 from .config import AGVWarehouseConfig
 from .layout import LayoutSet, generate_layouts
 
@@ -77,7 +79,7 @@ class AGVWarehouseEnv(BatchedEnv):
     """Batched AGV warehouse navigation; see the module docstring for the full manual."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-    NUM_GOAL_CANDIDATES = 16
+    NUM_GOAL_CANDIDATES = K_.NUM_GOAL_CANDIDATES
     STATE_NAMES = ("x", "y", "heading", "lin_vel", "ang_vel", "goal_x", "goal_y")
     TWIN_ID = "AGVWarehouseBullet-v0"
     REPORT_METRICS = {"clearance": "min", "speed": "mean"}
@@ -122,7 +124,7 @@ class AGVWarehouseEnv(BatchedEnv):
         # Whole-batch lidar kernels; compiled variants have static shapes (subsets stay eager).
         self._table_lookup = self.range_table.lookup if self.range_table is not None else None
         self._cast_circles = cast_circles_even
-        if c.compile:
+        if c.compile and not c.fused:  # fused: the whole step is compiled instead (below)
             if self._table_lookup is not None:
                 self._table_lookup = torch.compile(self._table_lookup, dynamic=False, fullgraph=True)
             self._cast_circles = torch.compile(cast_circles_even, dynamic=False, fullgraph=True)
@@ -162,6 +164,23 @@ class AGVWarehouseEnv(BatchedEnv):
         self.observation_spaces = {g: box((sum(w for _, w in parts),))
                                    for g, parts in self._observation_parts().items()}
         self.action_space = action_box(2)
+        self._fused = self._make_fused() if c.fused else None
+
+    def _make_fused(self):
+        """The fused step (:mod:`.fused`) or, with a warning, ``None`` (eager) where it cannot run."""
+        from .fused import FusedStep, compile_available
+
+        own = [m for m in ("_drive", "_collisions", "_lidar", "_reset_idx", "_observe", "_step_sim")
+               if getattr(type(self), m) is not getattr(AGVWarehouseEnv, m)]
+        why = (f"{type(self).__name__} overrides {own}" if own else
+               compile_available(self.device) if self.cfg.compile else None)
+        if why:
+            warnings.warn(f"fused=True: {why}; running the eager step", stacklevel=3)
+            return None
+        return FusedStep(self, compile=self.cfg.compile)
+
+    def _step(self, actions: torch.Tensor):
+        return super()._step(actions) if self._fused is None else self._fused.step(actions)
 
     # ------------------------------------------------------------------ construction
     def _observation_parts(self) -> dict[str, list[tuple[str, int]]]:
@@ -207,58 +226,16 @@ class AGVWarehouseEnv(BatchedEnv):
         return _LAYOUT_CACHE[key]
 
     # ------------------------------------------------------------------ reset
-    def _free_at(self, lay: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Free positions from uniforms ``u (M, n, 3)``: a cell of layout ``lay (M,)`` + jitter."""
-        count = self.layouts.num_free[lay][:, None]
-        idx = torch.minimum((u[..., 0] * count).long(), count - 1)
-        return self.layouts.free_points[lay[:, None], idx] + (u[..., 1:] - 0.5) * (
-            0.8 * self.layouts.free_cell)
-
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
-        c = self.cfg
         self._param_guard.check(self.params)
-        M, C, G, K = env_ids.numel(), self.NUM_GOAL_CANDIDATES, c.num_goals, c.num_obstacles
-        lay = self.layout_of_env[env_ids]
         # One draw from each env's stream covers everything this reset needs.
-        u = self.rng.uniform(env_ids, 4 + 3 * G * C + 3 * K)
-        start = self._free_at(lay, u[:, 0:3].view(M, 1, 3))[:, 0]
-        self.pos[env_ids] = start
-        self.heading[env_ids] = (u[:, 3] * 2 - 1) * math.pi
-        self.lin_vel[env_ids] = 0.0
-        self.ang_vel[env_ids] = 0.0
-        self.prev_action[env_ids] = 0.0
-        self.action_buf[env_ids] = 0.0
-        # Goals: among candidate free points pick the first at a distance in [min, max] from the
-        # previous waypoint, else the one closest to that interval.
-        cand = self._free_at(lay[:, None].expand(M, G).reshape(-1),
-                             u[:, 4:4 + 3 * G * C].reshape(M * G, C, 3)).view(M, G, C, 2)
-        prev = start
-        goals = []
-        for g in range(G):  # loop over goals per episode (1 or 2), not over envs
-            d = (cand[:, g] - prev[:, None]).norm(dim=-1)
-            violation = (c.goal_distance_min - d).clamp_min(0) + (d - c.goal_distance_max).clamp_min(0)
-            prev = cand[:, g].gather(1, violation.argmin(dim=1)[:, None, None].expand(-1, 1, 2))[:, 0]
-            goals.append(prev)
-        self.goals[env_ids] = torch.stack(goals, dim=1)
+        u = self.rng.uniform(env_ids, K_.reset_draws(self.cfg))
+        rows = K_.initial_rows(self.layouts, self.cfg, self.layout_of_env[env_ids], u)
+        for name, value in rows.items():  # pos, heading, goals, goal_dist, obstacles
+            getattr(self, name)[env_ids] = value
+        for name in ("lin_vel", "ang_vel", "prev_action", "action_buf", "obs_vel"):
+            getattr(self, name)[env_ids] = 0.0
         self.goal_idx[env_ids] = 0
-        self.goal_dist[env_ids] = (goals[0] - start).norm(dim=-1)
-        # Moving obstacles on patrol segments of the layout, random phase and speed.
-        if K:
-            uo = u[:, 4 + 3 * G * C:].view(M, 3, K)
-            S = self.layouts.patrol.shape[1]
-            seg = self.layouts.patrol[lay[:, None], (uo[:, 0] * S).long().clamp_max(S - 1)]
-            speed = c.obstacle_speed_min + (c.obstacle_speed_max - c.obstacle_speed_min) * uo[:, 1]
-            length = (seg[:, :, 1] - seg[:, :, 0]).norm(dim=-1)
-            phase = 2.0 * uo[:, 2]
-            # Do not start on top of the robot: jump to the mirrored point of the shuttle.
-            pos = self._obstacle_pos(seg, phase)
-            close = (pos - start[:, None]).norm(dim=-1) < (c.robot_radius + c.obstacle_radius + 1.0)
-            phase = torch.where(close, phase + 1.0, phase)
-            self.obs_seg[env_ids] = seg
-            self.obs_rate[env_ids] = speed / length.clamp_min(1e-3)
-            self.obs_phase[env_ids] = phase
-            self.obs_pos[env_ids] = self._obstacle_pos(seg, phase)
-            self.obs_vel[env_ids] = 0.0
 
     def _state_finite(self) -> torch.Tensor:
         return torch.isfinite(self.pos).all(dim=-1) & torch.isfinite(self.heading)
@@ -284,6 +261,8 @@ class AGVWarehouseEnv(BatchedEnv):
     def _set_state(self, env_ids: torch.Tensor, states: torch.Tensor,
                    prev_actions: torch.Tensor) -> None:
         # Every remaining goal becomes the logged one: a log records the goal being driven to.
+        if self._fused is not None and self._obs is not None:  # its obs are handed out, unshared
+            self._obs = self._clone_obs(self._obs)
         self.pos[env_ids] = states[:, 0:2]
         self.heading[env_ids] = wrap_angle(states[:, 2])
         self.lin_vel[env_ids] = states[:, 3]
@@ -298,10 +277,7 @@ class AGVWarehouseEnv(BatchedEnv):
         return {"layout_seed": int(self.layout_seed), "num_layouts": 1,
                 "layout_offset": int(self.cfg.layout_offset) + lay}
 
-    @staticmethod
-    def _obstacle_pos(seg: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        tri = 1.0 - (1.0 - torch.remainder(phase, 2.0)).abs()  # 0 -> 1 -> 0 shuttle
-        return seg[..., 0, :] + (seg[..., 1, :] - seg[..., 0, :]) * tri[..., None]
+    _obstacle_pos = staticmethod(K_.obstacle_pos)
 
     # ------------------------------------------------------------------ step
     def _step_sim(self, actions: torch.Tensor) -> None:
@@ -317,15 +293,8 @@ class AGVWarehouseEnv(BatchedEnv):
             self.obs_pos = new
         collided = self._collisions()
         # Goals, visited in order.
-        goal = self._current_goal(None)
-        dist = (goal - self.pos).norm(dim=-1)
-        reached = (dist < c.goal_radius) & ~collided
-        self._progress = self.goal_dist - dist
-        self.goal_idx = self.goal_idx + reached.long()
-        if c.num_goals > 1:  # next goal's distance becomes the progress baseline
-            nxt = self.goals[self._all_ids, self.goal_idx.clamp_max(c.num_goals - 1)]
-            dist = torch.where(reached, (nxt - self.pos).norm(dim=-1), dist)
-        self.goal_dist = dist
+        reached, self._progress, self.goal_idx, self.goal_dist = K_.advance_goals(
+            c, self.goals, self.goal_idx, self.goal_dist, self.pos, collided)
         self._collided, self._reached = collided, reached
 
     def _command(self, actions: torch.Tensor) -> torch.Tensor:
@@ -358,40 +327,16 @@ class AGVWarehouseEnv(BatchedEnv):
     def _collisions(self) -> torch.Tensor:
         """``(N,) bool``: the robot disc touches a box (broadcast per layout), a wall or a moving
         obstacle."""
-        c = self.cfg
-        L, Gr = self.num_layouts, self.group
-        r = c.robot_radius
-        pos = self.pos.view(L, Gr, 1, 2)
-        b = self.layouts.boxes[:, None]  # (L, 1, B, 4)
-        dx = torch.maximum(b[..., 0] - pos[..., 0], pos[..., 0] - b[..., 2]).clamp_min(0.0)
-        dy = torch.maximum(b[..., 1] - pos[..., 1], pos[..., 1] - b[..., 3]).clamp_min(0.0)
-        hit_box = ((dx * dx + dy * dy) < r * r).any(dim=-1).view(-1)
-        x, y = self.pos[:, 0], self.pos[:, 1]
-        hit_wall = (x < r) | (y < r) | (x > self.world[0] - r) | (y > self.world[1] - r)
-        collided = hit_box | hit_wall
-        if c.num_obstacles:
-            d_obs = (self.obs_pos - self.pos[:, None]).norm(dim=-1)
-            collided = collided | (d_obs < r + c.obstacle_radius).any(dim=-1)
-        return collided
+        return K_.collisions(self.cfg, self.layouts.boxes, self.world, self.pos, self.obs_pos)
 
     def _current_goal(self, env_ids: torch.Tensor | None) -> torch.Tensor:
         """``(M, 2)`` goal each env is heading to (the last one once all are reached)."""
-        goals = self.goals if env_ids is None else self.goals[env_ids]
-        if self.cfg.num_goals == 1:
-            return goals[:, 0]
-        idx = self.goal_idx if env_ids is None else self.goal_idx[env_ids]
-        return goals.gather(1, idx.clamp_max(self.cfg.num_goals - 1)[:, None, None].expand(-1, 1, 2))[:, 0]
+        sel = (lambda t: t) if env_ids is None else (lambda t: t[env_ids])  # noqa: E731
+        return K_.current_goal(sel(self.goals), sel(self.goal_idx), self.cfg.num_goals)
 
     def _evaluate(self):
         c = self.cfg
-        terms = {
-            "goal": self._reached.float() * c.reward_goal,
-            "collision": self._collided.float() * c.reward_collision,
-        }
-        if c.progress_reward_scale:
-            terms["progress"] = self._progress * c.progress_reward_scale
-        if c.time_penalty:
-            terms["time"] = torch.full_like(self._progress, -c.time_penalty)
+        terms = K_.reward_terms(c, self._reached, self._collided, self._progress)
         reward = sum(terms.values())
         success = self.goal_idx >= c.num_goals
         terminated = self._collided | success
@@ -404,78 +349,37 @@ class AGVWarehouseEnv(BatchedEnv):
     # ------------------------------------------------------------------ observations
     def _lidar(self, env_ids: torch.Tensor | None) -> torch.Tensor:
         """``(M, lidar_rays)`` ranges in metres (no noise) for ``env_ids`` (all if ``None``)."""
-        c = self.cfg
-        if env_ids is None:
-            pos, heading, lay = self.pos, self.heading, self.layout_of_env
-        else:
-            pos, heading, lay = self.pos[env_ids], self.heading[env_ids], self.layout_of_env[env_ids]
-        angles = heading[:, None] + self.ray_offsets  # (M, R)
         whole = env_ids is None
-        if self.range_table is not None:
-            lookup = self._table_lookup if whole else self.range_table.lookup
-            ranges = lookup(lay, pos, angles)
-        elif env_ids is None:  # whole batch: boxes broadcast over the envs of each layout
-            L, Gr = self.num_layouts, self.group
-            ranges = cast_boxes_exact(pos.view(L, Gr, 2), angles.view(L, Gr, -1),
-                                      self.layouts.boxes, self.world, c.lidar_range
-                                      ).view(self.num_envs, -1)
-        else:
-            ranges = cast_boxes_exact(pos[:, None], angles[:, None], self.layouts.boxes[lay],
-                                      self.world, c.lidar_range)[:, 0]
-        if c.num_obstacles:
-            op = self.obs_pos if env_ids is None else self.obs_pos[env_ids]
-            cast = self._cast_circles if whole else cast_circles_even
-            ranges = torch.minimum(ranges, cast(
-                pos, angles, self.ray_spacing, self.full_circle, op, c.obstacle_radius,
-                c.lidar_range, min_dist=c.robot_radius + c.obstacle_radius))
-        return ranges
+        sel = (lambda t: t) if whole else (lambda t: t[env_ids])  # noqa: E731
+        lookup = None if self.range_table is None else (
+            self._table_lookup if whole else self.range_table.lookup)
+        return K_.scan(self.cfg, self.layouts, self.world, self.ray_offsets, self.ray_spacing,
+                       self.full_circle, sel(self.pos), sel(self.heading), sel(self.layout_of_env),
+                       sel(self.obs_pos), lookup, self._cast_circles if whole else cast_circles_even,
+                       whole=whole)
+
+    #: State rows :func:`.kernels.observe_rows` reads, and the params it reads.
+    OBS_STATE = ("pos", "heading", "lin_vel", "ang_vel", "prev_action", "goals", "goal_idx",
+                 "obs_pos", "obs_vel")
+    OBS_PARAMS = ("slip", "max_lin_vel", "action_latency", "lidar_noise_std", "obs_noise_std")
 
     def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
         c, p = self.cfg, self.params
         sel = (lambda t: t) if env_ids is None else (lambda t: t[env_ids])  # noqa: E731
-        pos, hd = sel(self.pos), sel(self.heading)
-        cos, sin = torch.cos(hd), torch.sin(hd)
-        goal = self._current_goal(env_ids)
-        rel = goal - pos
-        # World -> robot frame rotation by -heading.
-        gx = (cos * rel[:, 0] + sin * rel[:, 1]) / self.scale
-        gy = (-sin * rel[:, 0] + cos * rel[:, 1]) / self.scale
-        remaining = 1.0 - sel(self.goal_idx).float() / c.num_goals
-        proprio = torch.stack([gx, gy, rel.norm(dim=-1) / self.scale,
-                               sel(self.lin_vel) / c.max_lin_vel, sel(self.ang_vel) / c.max_ang_vel,
-                               sel(self.prev_action)[:, 0], sel(self.prev_action)[:, 1],
-                               remaining], dim=-1)
-        lidar = self._lidar(env_ids) / c.lidar_range
-        clean = torch.cat([proprio, lidar], dim=-1)
-        policy = clean
-        if env_ids is None:
-            self._clearance = lidar.amin(dim=-1) * c.lidar_range
-        lidar_std, obs_std = sel(p["lidar_noise_std"]), sel(p["obs_noise_std"])
-        if bool((lidar_std > 0).any()) or bool((obs_std > 0).any()):
-            noise = self.rng.normal(env_ids, clean.shape[1])
-            scale = torch.cat([obs_std[:, None].expand(-1, 7),
-                               torch.zeros_like(obs_std)[:, None],
-                               (lidar_std / c.lidar_range)[:, None].expand(-1, c.lidar_rays)], dim=1)
-            policy = clean + noise * scale
-            policy[:, 8:] = policy[:, 8:].clamp(0.0, 1.0)
+        ranges = self._lidar(env_ids)
+        prow = {k: sel(p[k]) for k in self.OBS_PARAMS}
+        noise = lost = None
+        if bool((prow["lidar_noise_std"] > 0).any()) or bool((prow["obs_noise_std"] > 0).any()):
+            noise = self.rng.normal(env_ids, 8 + c.lidar_rays)
         dropout = sel(p["lidar_dropout"])
         if bool((dropout > 0).any()):
             lost = self.rng.uniform(env_ids, c.lidar_rays) < dropout[:, None]
-            policy = policy.clone() if policy is clean else policy
-            policy[:, 8:] = torch.where(lost, torch.ones_like(lidar), policy[:, 8:])
-        parts = [clean, pos[:, 0:1] / self.world[0], pos[:, 1:2] / self.world[1],
-                 cos[:, None], sin[:, None], goal[:, 0:1] / self.world[0], goal[:, 1:2] / self.world[1]]
-        if c.num_obstacles:
-            orel = sel(self.obs_pos) - pos[:, None]
-            ovel = sel(self.obs_vel)
-            c_, s_ = cos[:, None], sin[:, None]
-            parts.append(torch.stack([(c_ * orel[..., 0] + s_ * orel[..., 1]) / self.scale,
-                                      (-s_ * orel[..., 0] + c_ * orel[..., 1]) / self.scale,
-                                      c_ * ovel[..., 0] + s_ * ovel[..., 1],
-                                      -s_ * ovel[..., 0] + c_ * ovel[..., 1]], dim=-1).flatten(1))
-        parts.append(torch.stack([sel(p["slip"]), sel(p["max_lin_vel"]),
-                                  sel(p["action_latency"]).float()], dim=-1))
-        return {"policy": policy, "critic": torch.cat(parts, dim=-1)}
+        clean, critic, lidar = K_.observe_rows(
+            c, self.world, {k: sel(getattr(self, k)) for k in self.OBS_STATE}, prow, ranges)
+        policy = K_.sensed(c, clean, prow, noise, lost)
+        if env_ids is None:
+            self._clearance = lidar.amin(dim=-1) * c.lidar_range
+        return {"policy": policy, "critic": critic}
 
     def scripted_policy(self):
         """A reactive goal-seeking controller (see :mod:`.scripted`), ``obs -> actions``."""
