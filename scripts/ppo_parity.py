@@ -24,7 +24,8 @@ Every run's curve is measured the same way for all trainers, at the env (a wrapp
 episodes (stochastic actions; the same finished-episode bias for every trainer), sampled every
 ``SAMPLE_EVERY`` env steps, with the wall-clock since the trainer's ``learn`` began. A run stops
 at ``--steps`` env steps or ``--seconds`` of wall-clock, whichever comes first. One JSON file per
-run in ``results/ppo_parity_runs`` (a rerun skips finished runs). Statistics, targets, plot and
+run in ``results/ppo_parity_runs`` (a rerun skips finished runs; a run cut by a stop starts
+over: SB3 and rsl_rl cannot resume a run exactly, so no trainer does here). Statistics, targets, plot and
 README table: :mod:`ppo_parity_stats`.
 """
 
@@ -122,6 +123,7 @@ def train_rlkd(trainer: str, task: str, seed: int, rec_args: tuple, tmp: Path) -
 
     cfg = TrainConfig(env=ENV_ID, agent="ppo", num_envs=NUM_ENVS, steps=10**12, seed=seed,
                       out=str(tmp), checkpoint_every=10**9, video=False, progress=False,
+                      overwrite=True,  # scratch folder: a run cut by a stop starts over
                       env_overrides=dict(TASKS[task]),
                       agent_cfg={"ppo": {"num_steps": NUM_STEPS, "num_epochs": EPOCHS,
                                          "num_minibatches": MINIBATCHES, "actor_hidden": HIDDEN,
