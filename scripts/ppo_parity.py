@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from rlkd.core.provenance import write_json_atomic
-from study_runs import ROOT, rel, run_logged
+from study_runs import ROOT, rel, train_then_evaluate
 
 ENV_ID = "AGVWarehouse-v0"
 NUM_ENVS, NUM_STEPS, EPOCHS, MINIBATCHES = 256, 24, 5, 4
@@ -222,18 +222,15 @@ def _paths(args) -> tuple[Path, Path]:
 
 def _job(trainer: str, task: str, seed: int, args) -> None:
     _, runs = _paths(args)
-    out = runs / f"{trainer}_{task}_s{seed}.json"
-    if out.exists():
-        return
-    cmd = [sys.executable, __file__, "--run", trainer, task, str(seed), "--threads",
-           str(args.threads), "--steps", str(args.steps), "--seconds", str(args.seconds),
-           "--sample-every", str(args.sample_every), *(["--quick"] if args.quick else []),
-           *(["--runs", str(args.runs)] if args.runs else [])]
-    try:
-        run_logged(cmd, args.threads, runs / f"{trainer}_{task}_s{seed}.log")
-        print(f"done {out.stem}", flush=True)
-    except Exception as e:  # noqa: BLE001 -- one failed run must not stop the study
-        print(f"FAILED {out.stem}: {e}", flush=True)
+    name = f"{trainer}_{task}_s{seed}"
+    # No separate training step: the worker trains and writes its record in one process.
+    train_then_evaluate(
+        name, lambda: None, runs / f"{name}.json",
+        [sys.executable, __file__, "--run", trainer, task, str(seed), "--threads",
+         str(args.threads), "--steps", str(args.steps), "--seconds", str(args.seconds),
+         "--sample-every", str(args.sample_every), *(["--quick"] if args.quick else []),
+         *(["--runs", str(args.runs)] if args.runs else [])],
+        args.threads, runs / f"{name}.log")
 
 
 def main(argv=None) -> None:
@@ -241,7 +238,7 @@ def main(argv=None) -> None:
     add = p.add_argument
     add("--trainers", nargs="+", choices=TRAINERS, default=["rlkd", "sb3", "rsl_rl"])
     add("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    add("--seeds", nargs="+", type=int, default=list(SEEDS))
+    add("--seeds", nargs="+", type=int, default=None, help=f"({' '.join(map(str, SEEDS))})")
     add("--steps", type=int, default=None, help=f"env steps per run ({STEPS:,})")
     add("--seconds", type=float, default=None, help=f"wall-clock cap per run ({SECONDS:.0f})")
     add("--sample-every", type=int, default=None, help=f"env steps per curve point ({SAMPLE_EVERY})")
@@ -257,7 +254,8 @@ def main(argv=None) -> None:
         args.steps = args.steps or 30_000
         args.seconds = args.seconds or 60.0
         args.sample_every = args.sample_every or 6_144
-        args.seeds = args.seeds if argv and "--seeds" in argv else [0, 1]
+        args.seeds = args.seeds or [0, 1]
+    args.seeds = args.seeds or list(SEEDS)
     args.steps = args.steps or STEPS
     args.seconds = args.seconds or SECONDS
     args.sample_every = args.sample_every or SAMPLE_EVERY

@@ -185,7 +185,7 @@ def test_functional_draws_equal_batch_rng():
     rng = BatchRNG(37, seed=11)
     rng.uniform(torch.tensor([1, 5, 6]), 9)  # uneven counters
     key, ctr = rng._key.clone(), rng._counter.clone()
-    assert torch.equal(F._uniform(key, ctr, 13), rng.uniform(None, 13))
+    assert torch.equal(F.uniform_at(key, ctr, 13), rng.uniform(None, 13))
     z, used = F._normal(key, ctr + 13, 7)
     assert used == 8 and torch.equal(z, rng.normal(None, 7))
 

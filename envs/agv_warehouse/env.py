@@ -361,7 +361,7 @@ class AGVWarehouseEnv(BatchedEnv):
     #: State rows :func:`.kernels.observe_rows` reads, and the params it reads.
     OBS_STATE = ("pos", "heading", "lin_vel", "ang_vel", "prev_action", "goals", "goal_idx",
                  "obs_pos", "obs_vel")
-    OBS_PARAMS = ("slip", "max_lin_vel", "action_latency", "lidar_noise_std", "obs_noise_std")
+    OBS_PARAMS = K_.OBS_PARAMS
 
     def _observe(self, env_ids: torch.Tensor | None = None) -> Obs:
         c, p = self.cfg, self.params

@@ -37,15 +37,13 @@ one ``tolist()`` of two counts (ended envs, diverged envs), and ``info`` assembl
 
 from __future__ import annotations
 
-import math
 import types
-import warnings
 from typing import Any
 
 import torch
 
 from rlkd.core.params import _version
-from rlkd.core.rng import _hash32
+from rlkd.core.rng import box_muller, uniform_at
 from rlkd.sim.diffdrive import unicycle_step
 
 from . import kernels as K_
@@ -57,24 +55,11 @@ STATE = ("pos", "heading", "lin_vel", "ang_vel", "prev_action", "goals", "goal_i
          "goal_dist", "obs_seg", "obs_rate", "obs_phase", "obs_pos", "obs_vel", "action_buf")
 
 
-def _uniform(key: torch.Tensor, ctr: torch.Tensor, n: int) -> torch.Tensor:
-    """``(M, n)`` float32 in [0, 1): :meth:`BatchRNG.uniform` of rows with stream keys
-    ``key (M,)`` at counters ``ctr (M,)`` (the caller advances the counters by ``n``)."""
-    offs = torch.arange(n, dtype=torch.int64, device=key.device)
-    x = _hash32(key[:, None] ^ _hash32(ctr[:, None] + offs[None, :]))
-    return (x >> 8).to(torch.float32) * (1.0 / (1 << 24))
-
-
 def _normal(key: torch.Tensor, ctr: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
-    """``(M, n)`` standard normals as :meth:`BatchRNG.normal` (Box-Muller) and the number of
-    uniforms they consume."""
-    m = (n + 1) // 2
-    u = _uniform(key, ctr, 2 * m)
-    u1 = u[:, :m].clamp_min(1.0 / (1 << 24))
-    u2 = u[:, m:]
-    r = torch.sqrt(-2.0 * torch.log(u1))
-    z = torch.cat([r * torch.cos(2 * math.pi * u2), r * torch.sin(2 * math.pi * u2)], dim=1)
-    return z[:, :n], 2 * m
+    """``(M, n)`` standard normals as :meth:`BatchRNG.normal` draws them and the number of
+    uniforms they consume (the caller advances the counters by it)."""
+    used = 2 * ((n + 1) // 2)
+    return box_muller(uniform_at(key, ctr, used), n), used
 
 
 def _put(take: torch.Tensor, slot: torch.Tensor, fresh: torch.Tensor, old: torch.Tensor):
@@ -102,7 +87,7 @@ def graph(k: types.SimpleNamespace, S: dict[str, torch.Tensor], P: dict[str, tor
         ep_return, ep_length, slot_success, slot_collision, slot_timeout`` of the ended envs
         in ascending id (rows past the count repeat garbage).
     """
-    c, N, R = k.cfg, actions.shape[0], k.cfg.lidar_rays
+    c, R = k.cfg, k.cfg.lidar_rays
     key, ctr = S["rng_key"], S["rng_ctr"]
     dev = actions.device
     # --- command: latency ring buffer, then actuation noise
@@ -144,7 +129,7 @@ def graph(k: types.SimpleNamespace, S: dict[str, torch.Tensor], P: dict[str, tor
         noise, used = _normal(key, ctr, 8 + R)
         ctr = ctr + used
     if k.dropout:
-        lost = _uniform(key, ctr, R) < P["lidar_dropout"][:, None]
+        lost = uniform_at(key, ctr, R) < P["lidar_dropout"][:, None]
         ctr = ctr + R
     policy = K_.sensed(c, clean, P, noise, lost)
     # --- rewards, termination, divergence guard (as BatchedEnv._step)
@@ -212,7 +197,7 @@ def _reset_in_graph(k, new, P, key, ctr, done, policy, critic, out):
     lay = k.layout_of_env[slot_env]
     skey, sctr = key[slot_env], ctr[slot_env]
     n = K_.reset_draws(c)
-    rows = K_.initial_rows(k.layouts, c, lay, _uniform(skey, sctr, n))
+    rows = K_.initial_rows(k.layouts, c, lay, uniform_at(skey, sctr, n))
     sctr = sctr + n
     opos = rows.get("obs_pos", new["obs_pos"][slot_env])
     zeros2 = torch.zeros_like(rows["pos"])
@@ -220,8 +205,7 @@ def _reset_in_graph(k, new, P, key, ctr, done, policy, critic, out):
              "ang_vel": zeros2[:, 0], "prev_action": zeros2, "goals": rows["goals"],
              "goal_idx": torch.zeros_like(slot_env), "obs_pos": opos,
              "obs_vel": torch.zeros_like(opos)}
-    prow = {name: P[name][slot_env] for name in ("slip", "max_lin_vel", "action_latency",
-                                                 "lidar_noise_std", "obs_noise_std", "lidar_dropout")}
+    prow = {name: P[name][slot_env] for name in (*K_.OBS_PARAMS, "lidar_dropout")}
     franges = _scan(k, fresh["pos"], fresh["heading"], lay, opos, whole=False)
     fclean, fcritic, _ = K_.observe_rows(c, k.world, fresh, prow, franges)
     fpolicy = fclean
@@ -232,7 +216,7 @@ def _reset_in_graph(k, new, P, key, ctr, done, policy, critic, out):
         fpolicy = torch.where(on, K_.sensed(c, fpolicy, prow, z), fpolicy)
         sctr = sctr + torch.where(on, used, 0)
     if k.dropout:
-        lost = _uniform(skey, sctr, R) < prow["lidar_dropout"][:, None]
+        lost = uniform_at(skey, sctr, R) < prow["lidar_dropout"][:, None]
         on = ((prow["lidar_dropout"] > 0) & valid).any()
         fpolicy = torch.where(on, K_.sensed(c, fpolicy, prow, None, lost), fpolicy)
         sctr = sctr + torch.where(on, R, 0)

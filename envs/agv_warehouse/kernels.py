@@ -23,6 +23,8 @@ from .layout import LayoutSet
 
 #: Candidate free points drawn per goal at reset (the first in the distance interval wins).
 NUM_GOAL_CANDIDATES = 16
+#: Params :func:`observe_rows` and :func:`sensed` read (``lidar_dropout`` is applied apart).
+OBS_PARAMS = ("slip", "max_lin_vel", "action_latency", "lidar_noise_std", "obs_noise_std")
 
 
 def reset_draws(cfg) -> int:

@@ -28,6 +28,26 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def uniform_at(key: torch.Tensor, ctr: torch.Tensor, n: int) -> torch.Tensor:
+    """``(M, n)`` float32 in [0, 1): the draws of streams with keys ``key (M,)`` at counters
+    ``ctr (M,)`` (int64), a pure function: :meth:`BatchRNG.uniform` without the counter
+    update (the caller advances the counters by ``n``), so it also traces into a compiled
+    graph."""
+    offs = torch.arange(n, dtype=torch.int64, device=key.device)
+    x = _hash32(key[:, None] ^ _hash32(ctr[:, None] + offs[None, :]))
+    return (x >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def box_muller(u: torch.Tensor, n: int) -> torch.Tensor:
+    """``(M, n)`` standard normals from ``u (M, 2 * ceil(n / 2))`` uniforms (Box-Muller)."""
+    m = (n + 1) // 2
+    u1 = u[:, :m].clamp_min(1.0 / (1 << 24))
+    u2 = u[:, m:]
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    z = torch.cat([r * torch.cos(2 * math.pi * u2), r * torch.sin(2 * math.pi * u2)], dim=1)
+    return z[:, :n]
+
+
 class BatchRNG:
     """Independent random streams, one per env.
 
@@ -75,32 +95,20 @@ class BatchRNG:
         self.reseed(state["seed"])
         self._counter.copy_(state["counter"].to(self.device))
 
-    def _bits(self, env_ids: torch.Tensor | None, n: int) -> torch.Tensor:
-        key = self._key if env_ids is None else self._key[env_ids]
-        ctr = self._counter if env_ids is None else self._counter[env_ids]
-        offs = torch.arange(n, dtype=torch.int64, device=self.device)
-        x = _hash32(key[:, None] ^ _hash32(ctr[:, None] + offs[None, :]))
-        if env_ids is None:
-            self._counter += n
-        else:
-            self._counter[env_ids] += n
-        return x
-
     def uniform(self, env_ids: torch.Tensor | None, n: int, low: float | torch.Tensor = 0.0,
                 high: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Uniform draws in ``[low, high)``: ``(len(env_ids), n)`` float32 (all envs if ``None``)."""
-        u = (self._bits(env_ids, n) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+        if env_ids is None:
+            u = uniform_at(self._key, self._counter, n)
+            self._counter += n
+        else:
+            u = uniform_at(self._key[env_ids], self._counter[env_ids], n)
+            self._counter[env_ids] += n
         return low + (high - low) * u
 
     def normal(self, env_ids: torch.Tensor | None, n: int) -> torch.Tensor:
         """Standard normal draws ``(len(env_ids), n)`` float32 (Box-Muller)."""
-        m = (n + 1) // 2
-        u = self.uniform(env_ids, 2 * m)
-        u1 = u[:, :m].clamp_min(1.0 / (1 << 24))
-        u2 = u[:, m:]
-        r = torch.sqrt(-2.0 * torch.log(u1))
-        z = torch.cat([r * torch.cos(2 * math.pi * u2), r * torch.sin(2 * math.pi * u2)], dim=1)
-        return z[:, :n]
+        return box_muller(self.uniform(env_ids, 2 * ((n + 1) // 2)), n)
 
     def integers(self, env_ids: torch.Tensor | None, n: int, high: torch.Tensor | int) -> torch.Tensor:
         """Integers in ``[0, high)`` (``high`` scalar or per-row ``(len(env_ids),)``), int64."""
