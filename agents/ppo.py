@@ -13,7 +13,8 @@ file:
 * with an intrinsic-reward module (RND / RDD) a second value head learns the intrinsic return
   (its own ``gamma_int``; non-episodic: ``d_t = 0``) and ``A = c_e A_e + c_i A_i``;
 * loss: ``-min(rho A, clip(rho, 1-eps, 1+eps) A) + c_v max((V-R)^2, (V_clip-R)^2)
-  - c_H H[pi]`` with ``rho = pi/pi_old`` and advantages normalized per minibatch batch;
+  - c_H H[pi]`` with ``rho = pi/pi_old`` and advantages normalized per
+  minibatch (``advantage_norm_scope=rollout``: once over the whole rollout, as rsl_rl);
 * Adam with the KL-adaptive learning rate (desired KL 0.01: lr / 1.5 when KL > 2x, x 1.5 when
   KL < 0.5x), gradient-norm clipping at 1.0;
 * running mean/std observation normalization per observation group (frozen in eval mode);
@@ -75,7 +76,10 @@ class PPOConfig:
     desired_kl: float = 0.01
     """Target KL between the old and new policy for the adaptive schedule."""
     normalize_advantages: bool = True
-    """Normalize advantages per minibatch (zero mean, unit std)."""
+    """Normalize advantages to zero mean, unit std (over ``advantage_norm_scope``)."""
+    advantage_norm_scope: str = "minibatch"
+    """``minibatch`` (each minibatch's own statistics: CleanRL, SB3) or ``rollout`` (the whole
+    rollout's, once before the epochs: rsl_rl's default)."""
     normalize_obs: bool = True
     """Running mean/std normalization of the actor's and critic's inputs."""
     actor_hidden: tuple[int, ...] = (256, 128, 64)
@@ -86,6 +90,9 @@ class PPOConfig:
     """Hidden activation (elu, tanh, relu, leaky_relu, silu)."""
     init_noise_std: float = 1.0
     """Initial action std (``exp(log_std)``)."""
+    weight_init: str = "orthogonal"
+    """Trunk initialisation: ``orthogonal`` (gain sqrt 2, actor head 0.01, critic head 1: CleanRL,
+    SB3) or ``torch_default`` (``nn.Linear``'s own, as rsl_rl)."""
     actor_groups: tuple[str, ...] = ("policy",)
     """Observation groups read by the actor, in order (e.g. ``[proprio, tactile]``; a teacher on
     privileged state: ``[critic]``). ``actor_group=NAME`` of older runs means ``[NAME]``."""
@@ -101,6 +108,15 @@ class PPOConfig:
     """Output size of the small CNN of each uint8 image group (ours)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes saved with the config (not read by the algorithm)."""
+
+    def __post_init__(self):
+        # A misspelt choice would otherwise fall through to the other branch silently.
+        for name, choices in (("lr_schedule", ("adaptive", "fixed")),
+                              ("advantage_norm_scope", ("minibatch", "rollout")),
+                              ("weight_init", ("orthogonal", "torch_default"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"ppo {name}={getattr(self, name)!r}: choose one of "
+                                 f"{', '.join(choices)}")
 
 
 def gaussian_log_prob(a: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -122,8 +138,9 @@ def gaussian_kl(mu0, sigma0, mu1, sigma1) -> torch.Tensor:
 
 def clipped_surrogate(adv: torch.Tensor, ratio: torch.Tensor, cfg: PPOConfig) -> torch.Tensor:
     """PPO's clipped surrogate loss ``mean max(-A rho, -A clip(rho, 1 - eps, 1 + eps))``,
-    ``(B,) -> ()``, with ``A`` normalized per minibatch when ``cfg.normalize_advantages``."""
-    if cfg.normalize_advantages:
+    ``(B,) -> ()``, with ``A`` normalized per minibatch when ``cfg.normalize_advantages`` and
+    ``cfg.advantage_norm_scope == "minibatch"`` (the ``rollout`` scope is applied by the caller)."""
+    if cfg.normalize_advantages and cfg.advantage_norm_scope == "minibatch":
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     return torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)).mean()
 
@@ -199,6 +216,10 @@ class PPO(Algorithm):
             activation=cfg.activation, init_noise_std=cfg.init_noise_std,
             normalize_obs=cfg.normalize_obs, flat_hidden=cfg.encoder_hidden,
             image_features=cfg.image_features).to(self.device)
+        if cfg.weight_init == "torch_default":
+            for m in [*self.policy.actor.modules(), *self.policy.critic.modules()]:
+                if isinstance(m, nn.Linear):
+                    m.reset_parameters()
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.learning_rate = cfg.learning_rate
         gamma_ext = cfg.gamma
@@ -308,6 +329,14 @@ class PPO(Algorithm):
         cfg, pol = self.cfg, self.policy
         sums: dict[str, float] = {}
         n = 0
+        adv_mean, adv_std = 0.0, 1.0
+        if cfg.normalize_advantages and cfg.advantage_norm_scope == "rollout":
+            with torch.no_grad():
+                whole = self._combined_advantage(self.storage.advantages.flatten(0, 1))
+                # Every rank normalizes with the same statistics (rsl_rl's rollout scope).
+                adv_mean = allreduce_mean(whole.mean())
+                adv_std = allreduce_mean(whole.pow(2).mean()).sub(adv_mean ** 2).clamp_min(0).sqrt()
+                adv_std = adv_std + 1e-8
         for mb in self.storage.minibatches(cfg.num_minibatches, cfg.num_epochs, self.batch_gen):
             mu, sigma = pol.dist_params(mb["obs"])
             logp = gaussian_log_prob(mb["actions"], mu, sigma)
@@ -319,7 +348,8 @@ class PPO(Algorithm):
             self.adapt_learning_rate(kl)
 
             ratio = torch.exp(logp - mb["log_prob"])
-            surrogate = clipped_surrogate(self._combined_advantage(mb["advantages"]), ratio, cfg)
+            adv = (self._combined_advantage(mb["advantages"]) - adv_mean) / adv_std
+            surrogate = clipped_surrogate(adv, ratio, cfg)
             v_loss = value_loss(values, mb["values"], mb["returns"], cfg)
             entropy = gaussian_entropy(sigma).mean()
             loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * entropy

@@ -17,7 +17,7 @@ Trainers (every one drives the same batched env object: ours directly, SB3 throu
 * ``rsl_rl``: rsl-rl-lib's PPO (adaptive lr, clipped value loss, asymmetric critic), the same
   recipe ours follows;
 * ablations of ours, ``rlkd+NAME``: see :data:`ABLATIONS` (each one flips one difference
-  between ours and SB3).
+  between ours and SB3 or rsl_rl).
 
 Every run's curve is measured the same way for all trainers, at the env (a wrapper on the env's
 ``step``, not each trainer's own logger): success rate of the last ``WINDOW`` finished training
@@ -50,12 +50,17 @@ LR, GAMMA, LAM, CLIP, ENT_COEF, VF_COEF, MAX_GRAD_NORM = 1e-3, 0.99, 0.95, 0.2, 
 TASKS = {"sparse": {}, "dense": {"progress_reward_scale": 1.0}}
 STEPS, SECONDS, SEEDS = 6_000_000, 600.0, (0, 1, 2, 3, 4)
 WINDOW, SAMPLE_EVERY = 200, 61_440  # 10 rollouts of 256 x 24
-#: One difference between our PPO and SB3's each, as PPOConfig overrides.
+#: One difference between our PPO and SB3's (fixed_lr, no_value_clip, symmetric) or rsl_rl's
+#: (rollout_adv_norm, torch_init) each, as PPOConfig overrides; sb3_like and rsl_like flip all of
+#: that peer's.
 ABLATIONS = {
     "fixed_lr": {"lr_schedule": "fixed"},
     "no_value_clip": {"clip_value": False},
     "symmetric": {"asymmetric_critic": False},
     "sb3_like": {"lr_schedule": "fixed", "clip_value": False, "asymmetric_critic": False},
+    "rollout_adv_norm": {"advantage_norm_scope": "rollout"},
+    "torch_init": {"weight_init": "torch_default"},
+    "rsl_like": {"advantage_norm_scope": "rollout", "weight_init": "torch_default"},
 }
 TRAINERS = ("rlkd", "sb3", "rsl_rl", *(f"rlkd+{a}" for a in ABLATIONS))
 

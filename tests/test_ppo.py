@@ -95,3 +95,63 @@ def test_bad_actor_group_is_named():
     env = rlkd.make("AGVWarehouse-v0", num_envs=2)
     with pytest.raises(KeyError, match="nope"):
         PPO(env, PPOConfig(actor_groups=("nope",)))
+
+
+def _filled(cfg: PPOConfig, num_envs: int = 16):
+    env = rlkd.make("AGVWarehouse-v0", num_envs=num_envs, seed=0)
+    torch.manual_seed(0)
+    alg = PPO(env, cfg, seed=0)
+    obs, _ = env.reset(seed=0)
+    for _ in range(cfg.num_steps):
+        a = alg.act(obs)
+        obs, r, te, tr, info = env.step(a)
+        alg.process_env_step(obs, r, te, tr, info)
+    alg.compute_returns(obs)
+    return alg
+
+
+def test_rollout_scope_normalizes_advantages_over_the_whole_rollout(monkeypatch):
+    import rlkd.agents.ppo as ppo_mod
+
+    seen = []
+    real = ppo_mod.clipped_surrogate
+    monkeypatch.setattr(ppo_mod, "clipped_surrogate",
+                        lambda adv, ratio, cfg: (seen.append(adv.detach()), real(adv, ratio, cfg))[1])
+    alg = _filled(PPOConfig(num_steps=16, num_minibatches=4, num_epochs=1,
+                            advantage_norm_scope="rollout"))
+    raw = alg.storage.advantages[..., 0].flatten()
+    alg.update()
+    adv = torch.cat(seen)
+    assert len(seen) == 4 and adv.numel() == raw.numel()
+    assert abs(adv.mean().item()) < 1e-5 and adv.std(unbiased=False).item() == pytest.approx(1, abs=1e-4)
+    # Each minibatch keeps the rollout's statistics: not re-centred on its own mean.
+    assert max(abs(a.mean().item()) for a in seen) > 1e-3
+    # The sorted values are the rollout's advantages, affinely mapped.
+    expect = (raw - raw.mean()) / raw.std(unbiased=False)
+    torch.testing.assert_close(adv.sort().values, expect.sort().values, atol=1e-4, rtol=1e-4)
+
+
+def test_minibatch_scope_passes_raw_advantages_to_the_surrogate(monkeypatch):
+    import rlkd.agents.ppo as ppo_mod
+
+    seen = []
+    real = ppo_mod.clipped_surrogate
+    monkeypatch.setattr(ppo_mod, "clipped_surrogate",
+                        lambda adv, ratio, cfg: (seen.append(adv.detach()), real(adv, ratio, cfg))[1])
+    alg = _filled(PPOConfig(num_steps=16, num_minibatches=2, num_epochs=1))
+    raw = alg.storage.advantages[..., 0].flatten()
+    alg.update()
+    torch.testing.assert_close(torch.cat(seen).sort().values, raw.sort().values)
+
+
+def test_weight_init_choices():
+    ortho = _filled(PPOConfig(num_steps=2)).policy.actor[-1].weight
+    torch_default = _filled(PPOConfig(num_steps=2, weight_init="torch_default")).policy.actor[-1].weight
+    # Orthogonal with gain 0.01 on the actor head vs nn.Linear's kaiming-uniform.
+    assert ortho.abs().max() < 0.02 < torch_default.abs().max()
+
+
+@pytest.mark.parametrize("field", ["lr_schedule", "advantage_norm_scope", "weight_init"])
+def test_misspelt_choices_are_named(field):
+    with pytest.raises(ValueError, match=field):
+        PPOConfig(**{field: "adaptiv"})
