@@ -281,6 +281,7 @@ def export_cmd(
     out: Path | None = None,
     format: Literal["policy", "onnx", "torchscript"] = "policy",
     note: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = (),
+    set: tuple[str, ...] = (),
 ) -> None:
     """Export a trained run's actor (weights, action std, observation normalizer) to a small
     policy file that `rlkd play` and `rlkd eval` load like the run itself, or to a deployment
@@ -293,8 +294,13 @@ def export_cmd(
         format: policy (rlkd policy file), onnx (needs `pip install "rlkd[deploy]"`) or
             torchscript.
         note: a provenance line stored in the file, e.g. a command that trained it.
+        set: env config overrides, key=value, stored in the file in place of the run's own
+            (policy files only; e.g. motion=@general when the run trained on a local motion
+            file); the run's values are kept in the file's provenance.
     """
     import datetime
+
+    from rlkd.train.cli import parse_overrides
 
     from rlkd.train.checkpoint import CheckpointError
     from rlkd.train.export import FORMATS, export
@@ -302,9 +308,10 @@ def export_cmd(
     out = out if out is not None else Path("policy" + FORMATS[format])
     try:
         path = export(run, out, format, {
-            "notes": list(note), "exported": datetime.datetime.now().isoformat(timespec="seconds")})
-    except (CheckpointError, ImportError) as e:
-        raise SystemExit(f"error: {e}")
+            "notes": list(note), "exported": datetime.datetime.now().isoformat(timespec="seconds")},
+            env_overrides=parse_overrides(set))
+    except (CheckpointError, ImportError, KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
     print(f"{format}: {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

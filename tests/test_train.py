@@ -175,6 +175,28 @@ def test_exported_policy_acts_like_its_run_and_is_smaller(tmp_path, capsys):
         main(["export", str(out), "--out", str(tmp_path / "again.pt")])
 
 
+def test_export_set_replaces_env_overrides_and_keeps_the_trained_ones(tmp_path):
+    from rlkd.cli import main
+    from rlkd.policies import load_policy
+
+    run = tmp_path / "run"
+    cfg = _cfg(run, "ppo", iters=1)
+    cfg.env_overrides = {"num_obstacles": 2}
+    OnPolicyRunner(cfg).learn()
+    out = tmp_path / "policy.pt"
+    main(["export", str(run), "--out", str(out), "--set", "num_obstacles=0"])
+    ck = load_checkpoint(out)
+    assert ck["config"]["env_overrides"]["num_obstacles"] == 0
+    assert ck["provenance"]["env_overrides_at_training"] == {"num_obstacles": 2}
+    assert load_policy(out).env_overrides["num_obstacles"] == 0
+    with pytest.raises(SystemExit, match="nope"):
+        main(["export", str(run), "--out", str(tmp_path / "bad.pt"), "--set", "nope=1"])
+    with pytest.raises(SystemExit, match="policy files only"):
+        main(["export", str(run), "--out", str(tmp_path / "p.onnx"), "--format", "onnx",
+              "--set", "num_obstacles=0"])
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_unknown_expert_is_named():
     from rlkd.policies import policy_source
 
