@@ -106,6 +106,10 @@ class PPOConfig:
     classic single-group PPO input)."""
     image_features: int = 64
     """Output size of the small CNN of each uint8 image group (ours)."""
+    update_precision: str = "fp32"
+    """Precision of the update's forward and backward passes: ``fp32``, or ``bf16`` (autocast:
+    matmuls in bfloat16, on AMX / tensor cores; losses, ratios and the optimizer stay fp32;
+    rollout inference stays fp32). Ours; see README "PPO parity" for its effect on learning."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes saved with the config (not read by the algorithm)."""
 
@@ -113,7 +117,8 @@ class PPOConfig:
         # A misspelt choice would otherwise fall through to the other branch silently.
         for name, choices in (("lr_schedule", ("adaptive", "fixed")),
                               ("advantage_norm_scope", ("minibatch", "rollout")),
-                              ("weight_init", ("orthogonal", "torch_default"))):
+                              ("weight_init", ("orthogonal", "torch_default")),
+                              ("update_precision", ("fp32", "bf16"))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"ppo {name}={getattr(self, name)!r}: choose one of "
                                  f"{', '.join(choices)}")
@@ -330,6 +335,7 @@ class PPO(Algorithm):
         sums: dict[str, float] = {}
         n = 0
         adv_mean, adv_std = 0.0, 1.0
+        bf16 = cfg.update_precision == "bf16"
         if cfg.normalize_advantages and cfg.advantage_norm_scope == "rollout":
             with torch.no_grad():
                 whole = self._combined_advantage(self.storage.advantages.flatten(0, 1))
@@ -338,9 +344,11 @@ class PPO(Algorithm):
                 adv_std = allreduce_mean(whole.pow(2).mean()).sub(adv_mean ** 2).clamp_min(0).sqrt()
                 adv_std = adv_std + 1e-8
         for mb in self.storage.minibatches(cfg.num_minibatches, cfg.num_epochs, self.batch_gen):
-            mu, sigma = pol.dist_params(mb["obs"])
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                mu, sigma = pol.dist_params(mb["obs"])
+                values = pol.value(mb["obs"])
+            mu, sigma, values = mu.float(), sigma.float(), values.float()
             logp = gaussian_log_prob(mb["actions"], mu, sigma)
-            values = pol.value(mb["obs"])
 
             # KL-adaptive learning rate (rsl_rl): identical on every rank via the mean KL.
             with torch.no_grad():

@@ -61,6 +61,7 @@ ABLATIONS = {
     "rollout_adv_norm": {"advantage_norm_scope": "rollout"},
     "torch_init": {"weight_init": "torch_default"},
     "rsl_like": {"advantage_norm_scope": "rollout", "weight_init": "torch_default"},
+    "bf16": {"update_precision": "bf16"},  # not a peer difference: our faster update
 }
 TRAINERS = ("rlkd", "sb3", "rsl_rl", *(f"rlkd+{a}" for a in ABLATIONS))
 

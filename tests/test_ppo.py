@@ -155,3 +155,17 @@ def test_weight_init_choices():
 def test_misspelt_choices_are_named(field):
     with pytest.raises(ValueError, match=field):
         PPOConfig(**{field: "adaptiv"})
+
+
+def test_bf16_update_tracks_the_fp32_update():
+    out = {}
+    for prec in ("fp32", "bf16"):
+        alg = _filled(PPOConfig(num_steps=16, num_minibatches=2, num_epochs=1,
+                                update_precision=prec))
+        out[prec] = (alg.update(), alg.policy.actor[0].weight.detach().clone(),
+                     alg.policy.actor[0].weight.dtype)
+    (f, wf, df), (b, wb, db) = out["fp32"], out["bf16"]
+    assert df == db == torch.float32  # weights and optimizer stay fp32
+    assert b["losses/value_loss"] == pytest.approx(f["losses/value_loss"], rel=0.05)
+    assert b["losses/approx_kl"] < 0.05
+    assert not torch.equal(wf, wb) and (wf - wb).abs().max() < 1e-2  # same step, bf16 rounding
