@@ -44,7 +44,8 @@ PolicyFactory = Callable[[object], Policy]
 
 #: Trained policies shipped in the package (``rlkd play expert:<name>``): name -> (package,
 #: file). Each file records the commands that reproduce it (``provenance``).
-EXPERTS = {"humanoid-walk": ("rlkd.envs.humanoid", "experts/walk.pt")}
+EXPERTS = {"humanoid-walk": ("rlkd.envs.humanoid", "experts/walk.pt"),
+           "humanoid-general": ("rlkd.envs.humanoid", "experts/general.pt")}
 
 
 def expert_path(name: str):

@@ -348,3 +348,28 @@ def test_each_env_reports_its_first_episode_only():
     assert any(len(e) >= 2 for e in ends)  # later episodes did end inside the window
     first = np.array([e[0] for e in ends])
     np.testing.assert_array_equal(eps.values["length"], first)
+
+
+def test_humanoid_report_splits_nominal_episodes_per_clip(tmp_path):
+    """The task's episode groups (the humanoid's clips) give a per-clip table whose rows are
+    the nominal episodes of that clip."""
+    from rlkd.policies import load_policy
+
+    suite = Suite("t", "test", [Condition("nominal"), Condition("obs", {"obs_noise": 0.1})])
+    expert = load_policy("expert:humanoid-general")
+    factory = lambda env: expert  # noqa: E731
+    r = evaluate_suite(factory, "HumanoidMotion-v0", suite, episodes=6, seed=1,
+                       env_overrides={"motion": "walk@1.0,squat", "action_mode": "residual",
+                                      "max_episode_steps": 30})
+    assert r.group_names == ("walk@1.0", "squat")
+    assert r.nominal_groups.shape == (6,) and set(r.nominal_groups) <= {0, 1}
+    summary = summarize(r, resamples=100)
+    rows = {g["name"]: g for g in summary["per_group"]}
+    assert sum(g["episodes"] for g in rows.values()) == 6
+    nominal = r.per_condition["nominal"]
+    for gi, name in enumerate(r.group_names):
+        if name in rows:
+            want = nominal["mpjpe_mean"][r.nominal_groups == gi].mean()
+            assert rows[name]["metrics"]["mpjpe_mean"]["mean"] == pytest.approx(want)
+    write_report(tmp_path / "rep", r, {"policy": "general"}, resamples=100)
+    assert "| walk@1.0 |" in (tmp_path / "rep" / "report.md").read_text()

@@ -139,6 +139,11 @@ class ClipSampling:
         self.hn_episodes += n
         self.hn_failures += k.round().long()
 
+    def episode_groups(self) -> tuple[tuple[str, ...], torch.Tensor]:
+        """``(clip names, (num_envs,) int64 clip of each env's current episode)``: the grouping
+        ``rlkd eval sim2real`` reports per clip."""
+        return tuple(self.motions.names), self.clip_ids.clone()
+
     def clip_stats(self) -> list[dict]:
         """Per clip (library order): ``name``, ``weight``, ``probability`` (of a reset drawing it
         now), ``fail_rate`` (mean over its bins of the EMA failure rate), ``episodes`` and

@@ -37,6 +37,8 @@ class Episodes:
         trace_ids: rows of ``traces`` -> env index.
         state_names: columns of ``traces``.
         steps: control steps run.
+        groups: ``(N,)`` int64 group of each env's episode (e.g. the humanoid's clip) from the
+            env's optional ``episode_groups()``, else ``None``; ``group_names`` name them.
     """
 
     values: dict[str, np.ndarray]
@@ -44,6 +46,8 @@ class Episodes:
     trace_ids: np.ndarray | None = None
     state_names: tuple[str, ...] = ()
     steps: int = 0
+    groups: np.ndarray | None = None
+    group_names: tuple[str, ...] = ()
 
     def rows(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[ids] for k, v in self.values.items()}
@@ -67,6 +71,8 @@ def run_first_episodes(env: BatchedEnv, policy: Policy, seed: int,
     N, dev = env.num_envs, env.device
     limit = max_steps or env.max_episode_length + 1
     obs, _ = env.reset(seed=seed)
+    # The first episode's group is fixed by this reset (a task's per-episode label).
+    grouping = env.episode_groups() if hasattr(env, "episode_groups") else None
     done = torch.zeros(N, dtype=torch.bool, device=dev)
     out: dict[str, torch.Tensor] = {}
     jerk = torch.zeros(N, dtype=torch.float64, device=dev)
@@ -136,7 +142,9 @@ def run_first_episodes(env: BatchedEnv, policy: Policy, seed: int,
     return Episodes(values=values,
                     traces=None if trace_ids is None else torch.stack(traces).numpy(),
                     trace_ids=None if trace_ids is None else trace_ids.cpu().numpy(),
-                    state_names=tuple(env.STATE_NAMES), steps=t)
+                    state_names=tuple(env.STATE_NAMES), steps=t,
+                    groups=None if grouping is None else grouping[1].cpu().numpy(),
+                    group_names=() if grouping is None else tuple(grouping[0]))
 
 
 @dataclass
@@ -157,6 +165,9 @@ class SuiteResult:
     twin_slots: np.ndarray | None = None
     report_metrics: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    nominal_groups: np.ndarray | None = None
+    """``(E,)`` group of each nominal episode (:attr:`Episodes.groups`), or ``None``."""
+    group_names: tuple[str, ...] = ()
 
 
 def _same_worlds(env_a: BatchedEnv, ids_a, env_b: BatchedEnv, ids_b) -> bool:
@@ -227,7 +238,10 @@ def evaluate_suite(policy_factory: PolicyFactory, env_id: str, suite: Suite,
                          nominal_traces=eps if trace_ids is not None else None,
                          report_metrics=report_metrics,
                          timings={"suite_s": t1 - t0, "suite_steps": eps.steps,
-                                  "suite_envs": C * E})
+                                  "suite_envs": C * E},
+                         nominal_groups=None if eps.groups is None
+                         else eps.groups[rows[:, nominal_ci]],
+                         group_names=eps.group_names)
     if twin:
         tw = rlkd.make(twin_id, num_envs=n_twin, device="cpu", seed=seed, **overrides)
         tw.rng.set_streams(twin_slots)

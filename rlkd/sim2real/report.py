@@ -57,9 +57,25 @@ def summarize(result: SuiteResult, resamples: int = 2000) -> dict[str, Any]:
         "shown_metrics": shown, "conditions": conds, "skipped": result.skipped,
         "timings": result.timings,
     }
+    if result.nominal_groups is not None:
+        out["per_group"] = summarize_groups(result, shown, resamples)
     if result.twin is not None:
         out["twin"] = summarize_twin(result, all_names, resamples)
     return out
+
+
+def summarize_groups(result: SuiteResult, names: list[str], resamples: int = 2000) -> list[dict]:
+    """The nominal episodes split by the task's episode group (the humanoid: one row per
+    clip), each shown metric's mean with a 95% CI; groups without episodes are left out."""
+    nominal, groups = result.per_condition["nominal"], result.nominal_groups
+    rows = []
+    for g, name in enumerate(result.group_names):
+        mask = groups == g
+        if mask.any():
+            rows.append({"name": name, "episodes": int(mask.sum()),
+                         "metrics": {m: bootstrap_mean(nominal[m][mask], resamples)
+                                     for m in names}})
+    return rows
 
 
 def _trace_xy(eps: Episodes) -> tuple[np.ndarray, list[int]]:
@@ -136,6 +152,13 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             row.append(_fmt(m, c["metrics"][m]))
             row.append(_fmt_gap(m, c["gap"][m]) if "gap" in c else "")
         lines.append("| " + " | ".join(row) + " |")
+    if summary.get("per_group"):
+        lines += ["", "Nominal episodes per episode group (the task's label, e.g. the clip):", "",
+                  "| group | episodes | " + " | ".join(shown) + " |",
+                  "|" + "---|" * (len(shown) + 2)]
+        lines += ["| " + " | ".join([g["name"], str(g["episodes"])]
+                                    + [_fmt(m, g["metrics"][m]) for m in shown]) + " |"
+                  for g in summary["per_group"]]
     lines += ["", "Simulation diverged (episodes ended by the NaN guard, `sim_unstable`): "
               + ", ".join(f"{c['name']} {c.get('sim_unstable', 0)}"
                           for c in summary["conditions"]) + "."]
