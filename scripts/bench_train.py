@@ -8,7 +8,9 @@ minibatch size, same gamma (0.99) and entropy bonus (0.005), learning rate 1e-3 
     python scripts/bench_train.py                     # throughput only (~3 minutes)
     python scripts/bench_train.py --to-success 0.5 0.8 --time-limit 360
 
-Throughput is the whole loop: env steps collected / wall-clock of collection plus updates.
+Throughput is the whole loop: env steps collected / wall-clock of collection plus updates; ours
+runs twice, fp32 and with ``update_precision=bf16``, and records how the loop's time splits
+between rollout and update.
 Writes ``results/bench_train.json`` (command, git commit, machine, raw numbers).
 """
 
@@ -27,7 +29,8 @@ ENT_COEF = 0.005  # both agents: entropy bonus (ours defaults to 0.0, SB3 to 0.0
 
 
 def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agent: str,
-         target: float | None, time_limit: float, out: Path, overrides: dict) -> dict:
+         target: float | None, time_limit: float, out: Path, overrides: dict,
+         ppo: dict | None = None) -> dict:
     from rlkd.train import OnPolicyRunner, TrainConfig
 
     cfg = TrainConfig(env=env_id, agent=agent, num_envs=num_envs, steps=steps, seed=seed,
@@ -36,14 +39,18 @@ def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agen
                       agent_cfg={"ppo": {"num_steps": num_steps, "num_epochs": 5,
                                          "num_minibatches": 4, "actor_hidden": HIDDEN,
                                          "critic_hidden": HIDDEN, "entropy_coef": ENT_COEF,
-                                         "gamma": 0.99}})
+                                         "gamma": 0.99, **(ppo or {})}})
     runner = OnPolicyRunner(cfg)
     t0 = time.perf_counter()
     targets = sorted(target or [])
     hits: dict[str, dict] = {}
 
+    split = {"collection_s": 0.0, "update_s": 0.0}
+
     def cb(r, scalars):
         el = time.perf_counter() - t0
+        split["collection_s"] += scalars["perf/collection_s"]
+        split["update_s"] += scalars["perf/learn_s"]
         for tg in targets:
             if str(tg) not in hits and scalars["charts/success_rate"] >= tg:
                 hits[str(tg)] = {"time_s": el, "env_steps": r.env_steps}
@@ -52,7 +59,9 @@ def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agen
     last = runner.learn(callback=cb)
     wall = time.perf_counter() - t0
     return {"env_steps": runner.env_steps, "wall_s": wall, "env_steps_per_s": runner.env_steps / wall,
-            "final_success": last.get("charts/success_rate"), "reached": hits}
+            "final_success": last.get("charts/success_rate"), "reached": hits,
+            # Where the loop's time goes: rollout (env + inference) vs PPO update.
+            **split, "update_share": split["update_s"] / max(wall, 1e-9)}
 
 
 def sb3(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int,
@@ -126,13 +135,20 @@ def main() -> None:
     res["throughput"] = {
         "rlkd": ours(args.env, args.num_envs, args.num_steps, args.ours_steps, args.seed, "ppo",
                      None, 1e9, tmp / "ours_throughput", {}),
+        "rlkd_bf16": ours(args.env, args.num_envs, args.num_steps, args.ours_steps, args.seed,
+                          "ppo", None, 1e9, tmp / "ours_bf16_throughput", {},
+                          {"update_precision": "bf16"}),
         "sb3": sb3(args.env, args.num_envs, args.num_steps, args.sb3_steps, args.seed, None, 1e9,
                    {}),
     }
     t = res["throughput"]
-    res["throughput"]["ratio"] = t["rlkd"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
-    print(f"throughput: rlkd {t['rlkd']['env_steps_per_s']:,.0f} env-steps/s, SB3 "
-          f"{t['sb3']['env_steps_per_s']:,.0f} -> {t['ratio']:.1f}x", flush=True)
+    t["ratio"] = t["rlkd"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
+    t["ratio_bf16"] = t["rlkd_bf16"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
+    print(f"throughput: rlkd {t['rlkd']['env_steps_per_s']:,.0f} env-steps/s (update "
+          f"{t['rlkd']['update_share']:.0%} of the loop), bf16 update "
+          f"{t['rlkd_bf16']['env_steps_per_s']:,.0f} ({t['rlkd_bf16']['update_share']:.0%}), SB3 "
+          f"{t['sb3']['env_steps_per_s']:,.0f} -> {t['ratio']:.2f}x / {t['ratio_bf16']:.2f}x",
+          flush=True)
     write_json_atomic(args.out, res)
     if args.to_success is not None:
         big = 10**9
