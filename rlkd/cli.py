@@ -326,9 +326,8 @@ def export_cmd(
     """
     import datetime
 
-    from rlkd.train.cli import parse_overrides
-
     from rlkd.train.checkpoint import CheckpointError
+    from rlkd.train.cli import parse_overrides
     from rlkd.train.export import FORMATS, export
 
     out = out if out is not None else Path("policy" + FORMATS[format])
