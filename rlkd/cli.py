@@ -271,33 +271,11 @@ def eval_cmd(
         con.print(f"  {cond.name:<20} {float(torch.as_tensor(result.per_condition[cond.name][key]).nanmean()):.3f}")
     if result.skipped:
         con.print(f"not applicable: {', '.join(result.skipped)}")
-    _print_groups(con, result, key)
+    if result.nominal_groups is not None:
+        from rlkd.sim2real.report import groups_table
+
+        con.print(groups_table(result, key))
     con.print("report: " + ", ".join(str(p) for p in paths.values()))
-
-
-def _print_groups(con, result, key: str) -> None:
-    """The nominal episodes per episode group (the humanoid: per clip) as a table."""
-    if result.nominal_groups is None:
-        return
-    import numpy as np
-    from rich.table import Table
-
-    from rlkd.sim2real.report import RATE_METRICS, shown_metrics
-
-    nominal, groups = result.per_condition["nominal"], result.nominal_groups
-    shown = [m for m in shown_metrics(nominal, result.report_metrics)
-             if m in (key, "fall", *(f"{k}_{a}" for k, a in result.report_metrics.items()))]
-    table = Table(title="nominal episodes per episode group (the humanoid: per clip), means")
-    for col in ("group", "episodes", *shown):
-        table.add_column(col, justify="left" if col == "group" else "right")
-    for g, name in enumerate(result.group_names):
-        mask = groups == g
-        if mask.any():
-            cells = [float(np.nanmean(nominal[m][mask])) for m in shown]
-            table.add_row(name, str(int(mask.sum())),
-                          *(f"{100 * v:.1f}%" if m in RATE_METRICS else f"{v:.3g}"
-                            for m, v in zip(shown, cells)))
-    con.print(table)
 
 
 def export_cmd(

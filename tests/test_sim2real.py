@@ -373,3 +373,17 @@ def test_humanoid_report_splits_nominal_episodes_per_clip(tmp_path):
             assert rows[name]["metrics"]["mpjpe_mean"]["mean"] == pytest.approx(want)
     write_report(tmp_path / "rep", r, {"policy": "general"}, resamples=100)
     assert "| walk@1.0 |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_cli_prints_the_per_clip_table(tmp_path, capsys):
+    from rlkd.cli import main
+
+    main(["eval", "sim2real", "expert:humanoid-general", "--suite", "nominal", "--episodes", "4",
+          "--no-twin", "--set", "motion=walk@1.0,squat", "max_episode_steps=20",
+          "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    groups = json.loads((tmp_path / "r" / "report.json").read_text())["per_group"]
+    rows = [line for line in out.splitlines() if "walk@1.0" in line or "squat" in line]
+    # One row per clip drawn, with its success and fall rates.
+    assert len(rows) == len(groups) >= 1 and all(r.count("%") == 2 for r in rows)
+    assert sum(g["episodes"] for g in groups) == 4

@@ -294,7 +294,7 @@ def _forged_env(tmp_path) -> str:
 
 
 @pytest.mark.parametrize("case, message", [
-    ("unknown_expert", r"unknown expert 'nope'; shipped experts: \['humanoid-walk'\]"),
+    ("unknown_expert", r"unknown expert 'nope'; shipped experts: \['humanoid-general', 'humanoid-walk'\]"),
     ("shapes", r"it reads 'policy' as .*268.*this env's 'teacher' is .*216"),
     ("residual_student", r"action_mode='residual', which adds the reference motion"),
     ("unknown_clip", r"names clip\(s\) \['run'\] that the env's motion does not have"),

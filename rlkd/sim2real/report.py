@@ -78,6 +78,27 @@ def summarize_groups(result: SuiteResult, names: list[str], resamples: int = 200
     return rows
 
 
+def groups_table(result: SuiteResult, key: str = "success"):
+    """A ``rich`` table of the nominal episodes per episode group (the humanoid: per clip):
+    ``key``, falls and the task's report metrics, means."""
+    from rich.table import Table
+
+    nominal, groups = result.per_condition["nominal"], result.nominal_groups
+    keep = (key, "fall", *(f"{k}_{a}" for k, a in result.report_metrics.items()))
+    shown = [m for m in shown_metrics(nominal, result.report_metrics) if m in keep]
+    table = Table(title="nominal, per episode group (clip): means")
+    for col in ("group", "episodes", *(m.removesuffix("_mean") for m in shown)):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for g, name in enumerate(result.group_names):
+        mask = groups == g
+        if mask.any():
+            cells = [float(np.nanmean(nominal[m][mask])) for m in shown]
+            table.add_row(name, str(int(mask.sum())),
+                          *(f"{100 * v:.1f}%" if m in RATE_METRICS else f"{v:.3g}"
+                            for m, v in zip(shown, cells)))
+    return table
+
+
 def _trace_xy(eps: Episodes) -> tuple[np.ndarray, list[int]]:
     cols = [eps.state_names.index(c) for c in ("x", "y") if c in eps.state_names]
     return eps.traces[..., cols or list(range(eps.traces.shape[-1]))], cols
