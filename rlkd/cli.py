@@ -203,7 +203,8 @@ def eval_cmd(
         policy: stand-in policy when ``run`` is an env id.
         condition: extra conditions, ``name:kind=value[,kind=value]`` (kinds: mass, inertia,
             friction, motor_strength, pd_gains, action_latency, action_noise, obs_noise,
-            sensor_dropout, lidar_noise, tactile_noise; ``param.<name>=v`` writes a raw param).
+            sensor_dropout, lidar_noise, tactile_noise, tactile_image_noise, gel_stiffness;
+            ``param.<name>=v`` writes a raw param).
         twin: also evaluate the nominal episodes on the task's twin engine, if it has one.
         twin_episodes: nominal episodes run on the twin (it is a per-env Python loop: slower).
         real_log: a robot log (.npz, format in README / rlkd.sim2real.replay) to replay.

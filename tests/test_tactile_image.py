@@ -338,3 +338,12 @@ def test_compiled_image_equals_eager():
     # Blocks of CHUNK envs (the compiled path's cache-sized blocks) change nothing.
     comp.CHUNK = 2
     assert torch.equal(comp.compute(*pose), b)
+
+
+def test_sim2real_kind_sets_the_image_noise_of_the_chosen_episodes():
+    from rlkd.sim2real import Condition
+
+    env = make_tactile(4, tactile_obs="image")
+    Condition("img_noise_4", {"tactile_image_noise": 4.0}).apply(env, torch.tensor([0, 2]))
+    assert env.params["tactile_image_noise"].tolist() == [4.0, 0.0, 4.0, 0.0]
+    env.close()

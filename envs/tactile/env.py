@@ -144,6 +144,7 @@ class TactilePegEnv(MujocoEnvState, BatchedEnv):
         "motor_strength": (("actuator_gain", "scale"),),
         "obs_noise": (("socket_noise_std", "set"),),
         "tactile_noise": (("tactile_noise_std", "set"),),
+        "tactile_image_noise": (("tactile_image_noise", "set"),),
         "sensor_dropout": (("tactile_dropout", "set"),),
         "gel_stiffness": (("gel_stiffness", "scale"),),
     }

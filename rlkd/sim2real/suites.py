@@ -55,6 +55,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "sensor_dropout": ("probability", "chance that each exteroceptive reading is lost"),
     "lidar_noise": ("metres (std)", "Gaussian range noise of the lidar"),
     "tactile_noise": ("obs units (std)", "Gaussian noise on tactile readings"),
+    "tactile_image_noise": ("intensity levels 0-255 (std)",
+                            "Gaussian noise on every pixel of the tactile image"),
     "gel_stiffness": ("factor", "tactile gel (finger pad) contact stiffness relative to nominal"),
 }
 
