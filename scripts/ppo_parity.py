@@ -32,6 +32,7 @@ README table: :mod:`ppo_parity_stats`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -226,6 +227,28 @@ def _paths(args) -> tuple[Path, Path]:
     return (runs if args.quick else ROOT / "results") / f"{stem}.json", runs
 
 
+def restore_runs(out_json: Path, runs: Path) -> int:
+    """Write back the per-run records the committed study JSON holds but ``runs`` lacks.
+
+    ``runs`` is git-ignored, so a fresh checkout has none of it; without this a rerun would
+    train every finished run again and ``--report-only`` would drop them from the report.
+    Returns the number of records written. A record already on disk is never overwritten.
+    """
+    if not out_json.is_file():
+        return 0
+    try:
+        records = json.loads(out_json.read_text()).get("runs", [])
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise SystemExit(f"ppo_parity: {rel(out_json)} is not a study JSON ({e})") from None
+    n = 0
+    for r in records:
+        f = runs / f"{r['trainer']}_{r['task']}_s{r['seed']}.json"
+        if not f.exists():
+            write_json_atomic(f, r)
+            n += 1
+    return n
+
+
 def _job(trainer: str, task: str, seed: int, args) -> None:
     _, runs = _paths(args)
     name = f"{trainer}_{task}_s{seed}"
@@ -270,6 +293,8 @@ def main(argv=None) -> None:
         trainer, task, seed = args.run
         return run_one(trainer, task, int(seed), runs / f"{trainer}_{task}_s{seed}.json", args)
     runs.mkdir(parents=True, exist_ok=True)
+    if restored := restore_runs(out_json, runs):
+        print(f"restored {restored} finished runs from {rel(out_json)} into {rel(runs)}", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if not args.report_only:
         jobs = [(tr, ta, s) for s in args.seeds for ta in args.tasks for tr in args.trainers]

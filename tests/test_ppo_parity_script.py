@@ -1,5 +1,6 @@
 """The PPO parity study's statistics and its trainer-independent curve recorder."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -47,3 +48,21 @@ def test_curve_recorder_counts_finished_episodes_and_stops_at_the_budget():
     assert rec.env_steps == 96
     assert rec.curve["env_steps"] == [40, 80] and rec.count >= 8 * 2  # every env ended twice
     assert all(0.0 <= s <= 1.0 for s in rec.curve["success"])
+
+
+def test_restore_runs_writes_back_missing_records_and_keeps_existing(tmp_path):
+    from ppo_parity import restore_runs
+
+    rec = {"trainer": "rlkd", "task": "dense", "seed": 3, "success": [0.5], "env_steps": [10]}
+    other = {**rec, "seed": 4, "success": [0.1]}
+    out = tmp_path / "ppo_parity.json"
+    out.write_text(json.dumps({"runs": [rec, other]}))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    kept = {**other, "success": [0.9]}
+    (runs / "rlkd_dense_s4.json").write_text(json.dumps(kept))
+    assert restore_runs(out, runs) == 1
+    assert json.loads((runs / "rlkd_dense_s3.json").read_text()) == rec
+    assert json.loads((runs / "rlkd_dense_s4.json").read_text()) == kept
+    assert restore_runs(out, runs) == 0
+    assert restore_runs(tmp_path / "missing.json", runs) == 0
