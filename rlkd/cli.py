@@ -412,7 +412,8 @@ def qd_cmd(
             on --resume they change the run's config from there on (not the archive's shape).
         set: env config overrides, key=value (tests and smoke runs: max_episode_steps is fixed
             by the task).
-        distill: td3 (DCG-ME's conditioned actor), bc (behaviour cloning of every elite), auto
+        distill: td3 (DCG-ME's conditioned actor), bc (behaviour cloning of every elite), dagger
+            (bc, then DAgger rounds: pi's own states labelled by each cell's elite), auto
             (td3 for dcg-me, bc otherwise) or none; `--resume DIR --distill bc` on a finished
             run distils it again.
         video: write videos/elites.mp4 and videos/distilled.mp4 at the end.

@@ -1,5 +1,5 @@
 """QD study (issue 16): ME vs PGA-ME vs DCG-ME on AGVOmni-v0 / AGVStyle-v0, archive
-distillation (td3, bc), evaluation throughput.
+distillation (td3, bc, dagger), evaluation throughput.
 
     nohup python scripts/qd_archive_distill.py --jobs 2 > results/qd_archive_distill.log 2>&1 &
     python scripts/qd_archive_distill.py --report-only     # JSON + PNGs + README table again
@@ -8,15 +8,16 @@ distillation (td3, bc), evaluation throughput.
 
 Each run is ``rlkd.qd.run_qd`` (CPU presets: 300 critic / 50 PG steps per iteration, replay
 100k; batch 256; the same budget of ``--evaluations`` for every algorithm) followed by the
-distillations its archive has: ``td3`` (dcg-me only, the conditioned actor) and ``bc`` (every
-algorithm), evaluated as in :mod:`rlkd.qd.distill`. One process per run (``--jobs`` at once,
-``OMP_NUM_THREADS=--threads`` each); a run's record ``<runs>/<task>_<algo>_s<seed>.json`` marks
+distillations of ``--methods`` its archive has: ``td3`` (dcg-me only, the conditioned actor),
+``bc`` and ``dagger`` (every algorithm; ``--bc-hidden`` widths), evaluated as in
+:mod:`rlkd.qd.distill`. One process per run (``--jobs`` at once, ``OMP_NUM_THREADS=--threads``
+each); a run's record ``<runs>/<task>_<algo>_s<seed>.json`` marks
 it finished (skipped next time); a run cut mid-way resumes from its ``archive.pt`` (exact).
 
 Output ``results/qd_archive_distill.json``::
 
     runs: [{task, algo, seed, evaluations, qd_score, coverage, max_fitness, seconds,
-            distilled: {td3|bc: {qd_score_pct, desc_error_cells, reinserted_qd_score_pct, ...}},
+            distilled: {td3|bc|dagger: {qd_score_pct, desc_error_cells, reinserted_qd_score_pct, ...}},
             time_split: {eval_s, archive_s, critic_s, pg_s}, env_steps_bound}]
           (seconds: the iterations' wall-clock from metrics.jsonl, resumes included; the
           distillations' own seconds are in distilled[method].seconds)
@@ -32,6 +33,7 @@ control steps of the batched env (``env_steps_bound`` = evaluations x 250).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -47,6 +49,8 @@ ALGOS = ("me", "pga-me", "dcg-me")
 SEEDS = {"AGVOmni-v0": 5, "AGVStyle-v0": 3}
 METRICS = ("qd_score", "coverage", "max_fitness", "seconds")
 DISTILL_METRICS = ("qd_score_pct", "desc_error_cells", "reinserted_qd_score_pct")
+#: Distillation methods in report order (:mod:`rlkd.qd.distill`); td3 only on dcg-me runs.
+DISTILL_METHODS = ("td3", "bc", "dagger")
 #: --quick: tiny networks and step counts, 20-step evaluations (a smoke test of the pipeline).
 QUICK_OVERRIDES = dict(num_critic_training_steps=4, num_pg_training_steps=3,
                        critic_hidden=[32, 32], policy_hidden=[8, 8], replay_size=20_000,
@@ -78,7 +82,9 @@ def run_one(task: str, algo: str, seed: int, args) -> dict:
     record = run_dir.with_suffix(".json")
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
     env = dict(QUICK_ENV) if args.quick else {}
-    bc = DistillConfig(bc_steps=50) if args.quick else DistillConfig()
+    bc = DistillConfig(bc_hidden=tuple(args.bc_hidden))
+    if args.quick:
+        bc = dataclasses.replace(bc, bc_steps=50, dagger_rounds=1, dagger_steps=20)
     t0 = time.perf_counter()
     if (run_dir / CHECKPOINT).exists():
         res = run_qd(resume=run_dir, evaluations=args.evaluations, progress=False,
@@ -96,7 +102,7 @@ def run_one(task: str, algo: str, seed: int, args) -> dict:
     iter_seconds = float(sum(args.batch_size / r["qd/evals_per_s"] for r in rows))
     state = load_checkpoint(run_dir / CHECKPOINT)["state"]
     distilled = {}
-    for method in (("td3", "bc") if algo == "dcg-me" else ("bc",)):
+    for method in [m for m in args.methods if m != "td3" or algo == "dcg-me"]:
         policy, m = distill_archive(get_task(task), state, method, bc, env)
         write_distilled(run_dir, policy, m)
         distilled[method] = m
@@ -106,7 +112,8 @@ def run_one(task: str, algo: str, seed: int, args) -> dict:
            "process_seconds": seconds,
            "distilled": distilled, "time_split": split,
            "env_steps_bound": res["evaluations"] * get_task(task).episode_steps,
-           "threads": args.threads, "quick": bool(args.quick)}
+           "threads": args.threads, "quick": bool(args.quick),
+           "distill_config": dataclasses.asdict(bc)}
     write_json_atomic(record, out)
     return out
 
@@ -213,7 +220,7 @@ def summarize(runs: list[dict]) -> tuple[dict, dict]:
             if not rs:
                 continue
             s = {m: bootstrap_mean(np.array([r[m] for r in rs])) for m in METRICS}
-            for method in ("td3", "bc"):
+            for method in DISTILL_METHODS:
                 ds = [r["distilled"][method] for r in rs if method in r["distilled"]]
                 if ds:
                     s[method] = {m: bootstrap_mean(np.array([d[m] for d in ds]))
@@ -237,20 +244,23 @@ def _fmt(s: dict, scale: float = 1.0, digits: int = 1) -> str:
 
 def table(report: dict) -> str:
     """The README table (markdown): mean [bootstrap 95% CI] over seeds."""
+    methods = [m for m in DISTILL_METHODS
+               if any(m in s for algos in report["summary"].values() for s in algos.values())]
+    heads = [f"distilled {m}: QD % / error cells / re-inserted %" if i == 0 else f"{m}: same"
+             for i, m in enumerate(methods)]
     lines = ["| task | algo | seeds | QD-score | coverage % | max fitness | minutes | "
-             "distilled td3: QD % / error cells / re-inserted % | bc: same |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             + " | ".join(heads) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(heads)]
     for task, algos in report["summary"].items():
         for algo, s in algos.items():
             dist = []
-            for method in ("td3", "bc"):
+            for method in methods:
                 d = s.get(method)
                 dist.append("-" if d is None else " / ".join(
                     f"{d[m]['mean']:.{1 if m != 'desc_error_cells' else 2}f}"
                     for m in DISTILL_METRICS))
             lines.append(f"| {task} | {algo} | {s['qd_score']['n']} | {_fmt(s['qd_score'])} | "
                          f"{_fmt(s['coverage'], 100)} | {_fmt(s['max_fitness'], 1, 3)} | "
-                         f"{_fmt(s['seconds'], 1 / 60)} | {dist[0]} | {dist[1]} |")
+                         f"{_fmt(s['seconds'], 1 / 60)} | " + " | ".join(dist) + " |")
     t = report.get("throughput") or {}
     if t:
         lines.append(f"\nThroughput (AGVOmni-v0, {t['threads']} thread(s)): {t['batch_size']} "
@@ -305,7 +315,7 @@ def plots(report: dict, runs_dir: Path, stem: Path) -> list[Path]:
         labels, vals, errs = [], [], []
         for task, algos in report["summary"].items():
             for algo, s in algos.items():
-                for method in ("td3", "bc"):
+                for method in DISTILL_METHODS:
                     if method in s:
                         d = s[method][m]
                         labels.append(f"{task[3:-3]}\n{algo}\n{method}")
@@ -375,6 +385,10 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--throughput-batch", type=int, default=None, help="default 1024")
     ap.add_argument("--throughput-sequential", type=int, default=None, help="default 8")
+    ap.add_argument("--methods", nargs="+", choices=DISTILL_METHODS, default=["td3", "bc"],
+                    help="distillations of each archive (td3 on dcg-me runs only)")
+    ap.add_argument("--bc-hidden", nargs="+", type=int, default=[128, 128],
+                    help="hidden widths of the bc / dagger policy (the committed study: 128 128)")
     ap.add_argument("--run", nargs=3, metavar=("TASK", "ALGO", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     q = args.quick
@@ -403,7 +417,8 @@ def main(argv=None) -> None:
             t, a, s = job
             cmd = [sys.executable, __file__, "--run", t, a, str(s), "--threads",
                    str(args.threads), "--evaluations", str(args.evaluations), "--batch-size",
-                   str(args.batch_size), "--results", args.results, *passthrough]
+                   str(args.batch_size), "--results", args.results, "--methods",
+                   *args.methods, "--bc-hidden", *map(str, args.bc_hidden), *passthrough]
             if args.runs:
                 cmd += ["--runs", args.runs]
             t0 = time.perf_counter()

@@ -7,6 +7,13 @@ Two ways to get it (DESIGN.md 9.6, issue 16):
 * ``bc``: behaviour cloning of every elite's rollout into a fresh pi(s, d_cell), where d_cell
   is that elite's descriptor: mean squared error on the elite's (deterministic) actions. It
   distils any archive, ME's included.
+* ``dagger``: ``bc``, then DAgger rounds (Ross, Gordon & Bagnell 2011): pi is commanded with
+  every cell's descriptor, each visited state is labelled with *that cell's elite's* action
+  (every elite is a teacher that can be queried anywhere: one batched
+  :func:`~rlkd.qd.population.population_forward`), the labelled states join the aggregated
+  dataset and pi trains on it again. BC only sees the elites' own states, so small action
+  errors compound over the 250-step episode and the final position (the descriptor) drifts;
+  DAgger trains pi on the states it reaches itself.
 
 **Evaluation** (the same for both): every elite is re-evaluated (the archive, "re-evaluated on
 the same seeds": evaluations are deterministic, so this reproduces the stored fitness on one
@@ -30,38 +37,55 @@ actor's layout and flat weights, the task, the metrics) and ``default``, the met
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from rlkd.qd.population import PolicyShape, PopulationResult, evaluate_population
+from rlkd.qd.population import PolicyShape, PopulationResult, evaluate_population, \
+    population_forward
 
 DISTILLED = "distilled.pt"
 DISTILL_JSON = "distill.json"
-METHODS = ("td3", "bc")
+METHODS = ("td3", "bc", "dagger")
 
 
 @dataclass
 class DistillConfig:
-    """Behaviour-cloning settings (``td3`` trains nothing after the run).
+    """Behaviour-cloning and DAgger settings (``td3`` trains nothing after the run).
 
     Attributes:
         bc_hidden: hidden widths of the BC policy pi(s, d) (ReLU, tanh output).
-        bc_steps: Adam steps.
+        bc_steps: Adam steps of the BC fit (``dagger``'s first fit too).
         bc_batch_size: transitions per step.
-        bc_lr: Adam learning rate.
+        bc_lr: Adam learning rate (cosine-annealed to 0 over each fit).
+        dagger_rounds: ``dagger`` only: student rollouts labelled by the elites, each followed
+            by a fit on the aggregated dataset.
+        dagger_steps: ``dagger`` only: Adam steps of each round's fit (warm-started).
         seed: seed of the BC initialisation and minibatches.
     """
 
-    bc_hidden: tuple[int, ...] = (128, 128)
+    bc_hidden: tuple[int, ...] = (256, 256)
     bc_steps: int = 3000
     bc_batch_size: int = 1024
     bc_lr: float = 3e-3
+    dagger_rounds: int = 10
+    dagger_steps: int = 2000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("bc_steps", "bc_batch_size", "dagger_rounds", "dagger_steps"):
+            v = getattr(self, name)
+            if int(v) != v or v < (1 if name == "bc_batch_size" else 0):
+                raise ValueError(f"DistillConfig.{name} must be a non-negative integer "
+                                 f"(bc_batch_size >= 1), got {v!r}")
+        if not self.bc_lr > 0:
+            raise ValueError(f"DistillConfig.bc_lr must be > 0, got {self.bc_lr!r}")
 
 
 def resolve_method(method: str, algo: str) -> str | None:
@@ -72,10 +96,11 @@ def resolve_method(method: str, algo: str) -> str | None:
     if method == "auto":
         return "td3" if algo == "dcg-me" else "bc"
     if method not in METHODS:
-        raise ValueError(f"unknown --distill {method!r}; choose from td3, bc, auto, none")
+        raise ValueError(f"unknown --distill {method!r}; choose from td3, bc, dagger, auto, "
+                         f"none")
     if method == "td3" and algo != "dcg-me":
         raise ValueError(f"--distill td3 needs a dcg-me run (its descriptor-conditioned actor); "
-                         f"this run is {algo}: use --distill bc")
+                         f"this run is {algo}: use --distill bc or dagger")
     return method
 
 
@@ -144,6 +169,44 @@ def td3_policy(state: dict, task_id: str, env_overrides: dict, device="cpu") -> 
          "env_overrides": env_overrides}, device)
 
 
+class _ClonedActor:
+    """A conditioned FlatActor fitted on standardized inputs ``[s; d]`` (mean and std of the
+    first dataset, fixed after): the elites' states vary little around their mean, so raw
+    inputs train badly. :meth:`policy` folds the standardization into the first layer of a
+    copy, which then reads raw ``[s; d]``."""
+
+    def __init__(self, shape: PolicyShape, desc_dim: int, x: torch.Tensor, cfg: DistillConfig):
+        from rlkd.agents.dcg_map_elites import FlatActor
+
+        self.cfg, self.k = cfg, desc_dim
+        self.gen = torch.Generator().manual_seed(int(cfg.seed))
+        bc_shape = dataclasses.replace(shape, hidden=tuple(cfg.bc_hidden))
+        self.actor = FlatActor(bc_shape, desc_dim, self.gen).to(x.device)
+        self.mu, self.sd = x.mean(dim=0), x.std(dim=0).clamp_min(0.1)  # inputs O(1): <= x10
+
+    def fit(self, x: torch.Tensor, act: torch.Tensor, steps: int) -> float:
+        """``steps`` Adam steps of MSE on ``(x (M, O + k), act (M, A))``; the last loss."""
+        xn = (x - self.mu) / self.sd
+        opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.bc_lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1))
+        m, k = x.shape[0], self.k
+        loss = torch.zeros(())
+        for _ in range(int(steps)):
+            idx = torch.randint(m, (min(self.cfg.bc_batch_size, m),), generator=self.gen)
+            idx = idx.to(x.device)
+            loss = (self.actor(xn[idx, :-k], xn[idx, -k:]) - act[idx]).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        return float(loss.detach())
+
+    def policy(self, task_id: str, method: str, env_overrides: dict | None) -> DistilledPolicy:
+        actor = copy.deepcopy(self.actor)
+        _fold_standardization(actor, self.mu, self.sd)
+        return DistilledPolicy(actor, task_id, method, env_overrides)
+
+
 def bc_policy(task, shape: PolicyShape, reference: PopulationResult, commands: torch.Tensor,
               cfg: DistillConfig, env_overrides: dict | None = None) -> tuple[DistilledPolicy, dict]:
     """Behaviour cloning of the elites' rollouts into pi(s, d).
@@ -157,36 +220,85 @@ def bc_policy(task, shape: PolicyShape, reference: PopulationResult, commands: t
     Returns:
         the policy and ``{"bc_loss": final MSE, "bc_transitions": M, "bc_seconds": s}``.
     """
-    from rlkd.agents.dcg_map_elites import FlatActor
-
     t0 = time.perf_counter()
     tr = reference.transitions()
-    obs, act = tr["obs"], tr["actions"]
-    desc = commands.float().to(obs.device)[tr["policy"]]
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    bc_shape = dataclasses.replace(shape, hidden=tuple(cfg.bc_hidden))
-    actor = FlatActor(bc_shape, commands.shape[1], gen).to(obs.device)
-    # Train on standardized inputs [s; d] (the elites' states vary little around their mean),
-    # then fold the standardization into the first layer: the result reads raw [s; d].
-    x = torch.cat([obs, desc], dim=-1)
-    mu, sd = x.mean(dim=0), x.std(dim=0).clamp_min(0.1)  # inputs are O(1): at most x10
-    xn = (x - mu) / sd
-    k = commands.shape[1]
-    opt = torch.optim.Adam(actor.parameters(), lr=cfg.bc_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(cfg.bc_steps), 1))
-    m = obs.shape[0]
-    loss = torch.zeros(())
-    for _ in range(int(cfg.bc_steps)):
-        idx = torch.randint(m, (min(cfg.bc_batch_size, m),), generator=gen).to(obs.device)
-        loss = (actor(xn[idx, :-k], xn[idx, -k:]) - act[idx]).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    _fold_standardization(actor, mu, sd)
-    info = {"bc_loss": float(loss.detach()), "bc_transitions": int(m),
+    x = torch.cat([tr["obs"], commands.float().to(tr["obs"].device)[tr["policy"]]], dim=-1)
+    clone = _ClonedActor(shape, commands.shape[1], x, cfg)
+    loss = clone.fit(x, tr["actions"], cfg.bc_steps)
+    info = {"bc_loss": loss, "bc_transitions": int(x.shape[0]),
             "bc_seconds": time.perf_counter() - t0}
-    return DistilledPolicy(actor, task.id, "bc", env_overrides), info
+    return clone.policy(task.id, "bc", env_overrides), info
+
+
+def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
+                  reference: PopulationResult, commands: torch.Tensor, cells: tuple[int, ...],
+                  cfg: DistillConfig, env_overrides: dict | None = None
+                  ) -> tuple[DistilledPolicy, dict]:
+    """BC, then ``cfg.dagger_rounds`` DAgger rounds with every elite as its cell's teacher.
+
+    Args:
+        env: the task's env with ``E`` envs (one per elite / command).
+        cells: the archive's grid (for the per-round descriptor error).
+        elites: ``(E, D)`` the elites' parameters (the teachers, queried on pi's states).
+        reference, commands, cfg: as :func:`bc_policy`.
+
+    Returns:
+        the policy and ``{"bc_loss", "dagger_transitions": M (aggregated),
+        "dagger_rounds": [{round, desc_error_cells, qd_score_pct_of_elites, loss}],
+        "bc_seconds": s}``: each round's entry scores the policy it rolled out (round 0 is the
+        BC policy), so the list shows what every round bought.
+    """
+    t0 = time.perf_counter()
+    tr = reference.transitions()
+    dev = tr["obs"].device
+    cmd = commands.float().to(dev)
+    xs = [torch.cat([tr["obs"], cmd[tr["policy"]]], dim=-1)]
+    acts = [tr["actions"]]
+    clone = _ClonedActor(shape, commands.shape[1], xs[0], cfg)
+    loss = clone.fit(xs[0], acts[0], cfg.bc_steps)
+    bc_loss = loss
+    elites = elites.to(dev)
+    ref_pos = (reference.fitness.double().cpu() - task.fitness_low).clamp_min(0).sum()
+    rounds = []
+    for r in range(int(cfg.dagger_rounds)):
+        res = command_result(clone.policy(task.id, "dagger", env_overrides), task, env,
+                             commands, keep_transitions=True)
+        err = float(cell_errors(commands, task.normalize(res.descriptor), cells).mean())
+        pos = (res.fitness.double().cpu() - task.fitness_low).clamp_min(0).sum()
+        rounds.append({"round": r, "desc_error_cells": err, "loss": loss,
+                       "qd_score_pct_of_elites": float(100 * pos / ref_pos) if ref_pos > 0
+                       else float("nan")})
+        x, a = teacher_labels(shape, elites, res, cmd)
+        xs.append(x)
+        acts.append(a)
+        loss = clone.fit(torch.cat(xs), torch.cat(acts), cfg.dagger_steps)
+    info = {"bc_loss": bc_loss, "dagger_loss": loss,
+            "dagger_transitions": int(sum(x.shape[0] for x in xs)), "dagger_rounds": rounds,
+            "bc_seconds": time.perf_counter() - t0}
+    return clone.policy(task.id, "dagger", env_overrides), info
+
+
+def teacher_labels(shape: PolicyShape, elites: torch.Tensor, rollout: PopulationResult,
+                   commands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DAgger's labelled states: env ``e`` of ``rollout`` was commanded with ``commands[e]``, so
+    its valid states are labelled with elite ``e``'s action (one batched forward,
+    ``(E, T, O) -> (E, T, A)``).
+
+    Returns ``x (M, O + n_desc)`` rows ``[s; d_e]`` and ``actions (M, A)``, rows ordered by
+    (step, env) like :meth:`PopulationResult.transitions`."""
+    labels = population_forward(shape, elites, rollout.obs.transpose(0, 1)).transpose(0, 1)
+    valid = rollout.valid
+    env_id = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)[valid]
+    return torch.cat([rollout.obs[valid], commands[env_id]], dim=-1), labels[valid]
+
+
+def cell_errors(commands: torch.Tensor, reached: torch.Tensor, cells: tuple[int, ...]
+                ) -> torch.Tensor:
+    """``(E,)`` float64 distance from each command to the descriptor reached, in cell widths
+    (``w = 2 / cells`` per dimension; both ``(E, n_desc)`` normalized); inf where not finite."""
+    width = 2.0 / torch.tensor(cells, dtype=torch.float64)
+    err = ((reached.double().cpu() - commands.double().cpu()) / width).norm(dim=-1)
+    return torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
 
 
 @torch.no_grad()
@@ -200,12 +312,12 @@ def _fold_standardization(actor, mu: torch.Tensor, sd: torch.Tensor) -> None:
 
 
 # ---------------------------------------------------------------------- evaluation
-def command_result(policy: DistilledPolicy, task, env, commands: torch.Tensor
-                   ) -> PopulationResult:
+def command_result(policy: DistilledPolicy, task, env, commands: torch.Tensor,
+                   keep_transitions: bool = False) -> PopulationResult:
     """pi commanded with every row of ``commands (E, n_desc)``, one env each (``env`` has E):
     one population batch of the folded policies pi(., d)."""
     return evaluate_population(task, env, policy.actor.policy, policy.genotypes(commands),
-                               keep_transitions=False)
+                               keep_transitions=keep_transitions)
 
 
 def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.Tensor,
@@ -219,7 +331,6 @@ def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.T
     from rlkd.qd.archive import Archive
 
     low = task.fitness_low
-    width = 2.0 / torch.tensor(cells, dtype=torch.float64)
 
     def contrib(f: torch.Tensor) -> torch.Tensor:
         f = f.double().cpu()
@@ -231,8 +342,7 @@ def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.T
         return ar.stats()
 
     ref_qd, qd = float(contrib(ref_fit).sum()), float(contrib(fit).sum())
-    err = ((desc.double().cpu() - commands.double().cpu()) / width).norm(dim=-1)
-    err = torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
+    err = cell_errors(commands, desc, cells)
     ref_ins, pi_ins = reinserted(ref_fit, ref_desc), reinserted(fit, desc)
     pct = lambda a, b: 100.0 * a / b if b > 0 else float("nan")  # noqa: E731
     return {"qd_score_pct": pct(qd, ref_qd), "desc_error_cells": float(err.mean()),
@@ -266,12 +376,15 @@ def distill_archive(task, state: dict, method: str, cfg: DistillConfig | None = 
     commands = elites["descriptor"].float()
     env = task.make_env(n, device=device, **env_overrides)
     ref = evaluate_population(task, env, shape, elites["solution"].to(device),
-                              keep_transitions=(method == "bc"))
+                              keep_transitions=method in ("bc", "dagger"))
     extra: dict = {}
     if method == "td3":
         policy = td3_policy(state, task.id, env_overrides, device)
     elif method == "bc":
         policy, extra = bc_policy(task, shape, ref, commands, cfg, env_overrides)
+    elif method == "dagger":
+        policy, extra = dagger_policy(task, env, shape, elites["solution"], ref, commands,
+                                      cells, cfg, env_overrides)
     else:
         raise ValueError(f"unknown distillation method {method!r}; choose from {METHODS}")
     ref_desc = task.normalize(ref.descriptor)

@@ -8,7 +8,7 @@
                      split eval/archive/critic/pg, losses); tensorboard events beside it
 ``DIR/heatmap.png``  elite fitness per cell
 ``DIR/distilled.pt``, ``DIR/distill.json``  the archive distilled into one policy pi(a | s, d)
-                     and its evaluation (:mod:`rlkd.qd.distill`; ``--distill td3|bc|auto|none``)
+                     and its evaluation (:mod:`rlkd.qd.distill`; ``--distill td3|bc|dagger|auto|none``)
 ``DIR/videos/``      ``elites.mp4`` (best + 3 far-apart elites), ``distilled.mp4``
                      (:mod:`rlkd.qd.play`)
 
@@ -50,7 +50,7 @@ def run_qd(task: str | None = None, algo: str | None = None, evaluations: int | 
            env_overrides: dict[str, Any] | None = None, progress: bool = True,
            distill: str = "auto", videos: bool = True, distill_cfg=None) -> dict:
     """Run until ``evaluations`` evaluations are done (default 25,600; on resume the run's
-    own), ``algo`` default ``dcg-me``; then distil the archive (``distill``: ``td3``, ``bc``,
+    own), ``algo`` default ``dcg-me``; then distil the archive (``distill``: ``td3``, ``bc``, ``dagger``,
     ``auto`` = td3 for dcg-me and bc otherwise, ``none``; ``distill_cfg`` a
     :class:`~rlkd.qd.distill.DistillConfig`) and write the videos. Returns the final archive
     stats, with ``distilled`` (the metrics) when distilled.
@@ -132,7 +132,7 @@ def run_qd(task: str | None = None, algo: str | None = None, evaluations: int | 
 
 def finish_run(run_dir: Path, alg, env_overrides: dict, method: str | None, videos: bool,
                distill_cfg=None, device="cpu") -> dict:
-    """After the last iteration: distil (``method`` td3 / bc, or None) into
+    """After the last iteration: distil (``method`` td3 / bc / dagger, or None) into
     ``distilled.pt`` + ``distill.json``, and write ``videos/elites.mp4`` (+ ``distilled.mp4``).
     Returns ``{"distilled": metrics}`` when distilled."""
     from rlkd.qd.distill import distill_archive, write_distilled
