@@ -67,15 +67,19 @@ def summarize(result: SuiteResult, resamples: int = 2000) -> dict[str, Any]:
 def summarize_groups(result: SuiteResult, names: list[str], resamples: int = 2000) -> list[dict]:
     """The nominal episodes split by the task's episode group (the humanoid: one row per
     clip), each shown metric's mean with a 95% CI; groups without episodes are left out."""
-    nominal, groups = result.per_condition["nominal"], result.nominal_groups
-    rows = []
+    nominal = result.per_condition["nominal"]
+    return [{"name": name, "episodes": int(mask.sum()),
+             "metrics": {m: bootstrap_mean(nominal[m][mask], resamples) for m in names}}
+            for name, mask in group_masks(result)]
+
+
+def group_masks(result: SuiteResult):
+    """``(group name, (episodes,) bool mask)`` over the nominal episodes, for every episode
+    group that has episodes."""
     for g, name in enumerate(result.group_names):
-        mask = groups == g
+        mask = result.nominal_groups == g
         if mask.any():
-            rows.append({"name": name, "episodes": int(mask.sum()),
-                         "metrics": {m: bootstrap_mean(nominal[m][mask], resamples)
-                                     for m in names}})
-    return rows
+            yield name, mask
 
 
 def groups_table(result: SuiteResult, key: str = "success"):
@@ -83,19 +87,17 @@ def groups_table(result: SuiteResult, key: str = "success"):
     ``key``, falls and the task's report metrics, means."""
     from rich.table import Table
 
-    nominal, groups = result.per_condition["nominal"], result.nominal_groups
+    nominal = result.per_condition["nominal"]
     keep = (key, "fall", *(f"{k}_{a}" for k, a in result.report_metrics.items()))
     shown = [m for m in shown_metrics(nominal, result.report_metrics) if m in keep]
     table = Table(title="nominal, per episode group (clip): means")
     for col in ("group", "episodes", *(m.removesuffix("_mean") for m in shown)):
         table.add_column(col, justify="left" if col == "group" else "right")
-    for g, name in enumerate(result.group_names):
-        mask = groups == g
-        if mask.any():
-            cells = [float(np.nanmean(nominal[m][mask])) for m in shown]
-            table.add_row(name, str(int(mask.sum())),
-                          *(f"{100 * v:.1f}%" if m in RATE_METRICS else f"{v:.3g}"
-                            for m, v in zip(shown, cells)))
+    for name, mask in group_masks(result):
+        cells = [float(np.nanmean(nominal[m][mask])) for m in shown]
+        table.add_row(name, str(int(mask.sum())),
+                      *(f"{100 * v:.1f}%" if m in RATE_METRICS else f"{v:.3g}"
+                        for m, v in zip(shown, cells)))
     return table
 
 
