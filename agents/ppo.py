@@ -106,6 +106,11 @@ class PPOConfig:
     classic single-group PPO input)."""
     image_features: int = 64
     """Output size of the small CNN of each uint8 image group (ours)."""
+    critic_warmup_updates: int = 0
+    """Updates at the start of training (one per iteration) that fit the value function alone:
+    no surrogate or entropy term (the actor and its std do not move) and no learning-rate
+    adaptation. For a fresh critic under a trained actor: ``init_from`` an exported policy or a
+    shipped expert, which holds no critic (ours; rsl_rl and SB3 have no such switch)."""
     update_precision: str = "fp32"
     """Precision of the update's forward and backward passes: ``fp32``, or ``bf16`` (autocast:
     matmuls in bfloat16, on AMX / tensor cores; losses, ratios and the optimizer stay fp32;
@@ -122,6 +127,10 @@ class PPOConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"ppo {name}={getattr(self, name)!r}: choose one of "
                                  f"{', '.join(choices)}")
+        if int(self.critic_warmup_updates) != self.critic_warmup_updates \
+                or self.critic_warmup_updates < 0:
+            raise ValueError(f"ppo critic_warmup_updates={self.critic_warmup_updates!r}: a "
+                             f"non-negative integer")
 
 
 def gaussian_log_prob(a: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -252,6 +261,8 @@ class PPO(Algorithm):
         self.act_gen = torch.Generator(device=self.device).manual_seed(seed)
         self.batch_gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
         self.iteration_stats: dict[str, float] = {}
+        #: Updates done so far (``critic_warmup_updates`` counts against it).
+        self.num_updates = 0
 
     @property
     def num_steps_per_env(self) -> int:
@@ -336,6 +347,7 @@ class PPO(Algorithm):
         n = 0
         adv_mean, adv_std = 0.0, 1.0
         bf16 = cfg.update_precision == "bf16"
+        warmup = self.num_updates < cfg.critic_warmup_updates
         if cfg.normalize_advantages and cfg.advantage_norm_scope == "rollout":
             with torch.no_grad():
                 whole = self._combined_advantage(self.storage.advantages.flatten(0, 1))
@@ -353,7 +365,8 @@ class PPO(Algorithm):
             # KL-adaptive learning rate (rsl_rl): identical on every rank via the mean KL.
             with torch.no_grad():
                 kl = allreduce_mean(gaussian_kl(mb["mu"], mb["sigma"], mu, sigma).mean())
-            self.adapt_learning_rate(kl)
+            if not warmup:
+                self.adapt_learning_rate(kl)
 
             ratio = torch.exp(logp - mb["log_prob"])
             adv = (self._combined_advantage(mb["advantages"]) - adv_mean) / adv_std
@@ -361,6 +374,8 @@ class PPO(Algorithm):
             v_loss = value_loss(values, mb["values"], mb["returns"], cfg)
             entropy = gaussian_entropy(sigma).mean()
             loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * entropy
+            if warmup:  # value only: the actor's parameters get no gradient
+                loss = cfg.value_coef * v_loss
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -379,7 +394,9 @@ class PPO(Algorithm):
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
         self.storage.clear()
+        self.num_updates += 1
         out = {k: v / max(n, 1) for k, v in sums.items()}
+        out["losses/critic_warmup"] = float(warmup)
         out["losses/learning_rate"] = self.learning_rate
         out["losses/action_std"] = float(pol.log_std.detach().exp().mean())
         out.update(self.iteration_stats)
@@ -390,7 +407,7 @@ class PPO(Algorithm):
     def state_dict(self) -> dict[str, Any]:
         sd = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
               "learning_rate": self.learning_rate, "act_gen": self.act_gen.get_state(),
-              "batch_gen": self.batch_gen.get_state()}
+              "batch_gen": self.batch_gen.get_state(), "num_updates": self.num_updates}
         if self.intrinsic is not None:
             sd["intrinsic"] = self.intrinsic.full_state_dict()
         return sd
@@ -405,6 +422,8 @@ class PPO(Algorithm):
             g["lr"] = self.learning_rate
         self.act_gen.set_state(sd["act_gen"])
         self.batch_gen.set_state(sd["batch_gen"])
+        # Checkpoints before the counter: their runs had no warm-up, so any count past it works.
+        self.num_updates = int(sd.get("num_updates", self.cfg.critic_warmup_updates))
         if self.intrinsic is not None:
             if "intrinsic" not in sd:
                 raise KeyError("checkpoint has no intrinsic-module state but the agent uses one")

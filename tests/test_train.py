@@ -167,12 +167,54 @@ def test_exported_policy_acts_like_its_run_and_is_smaller(tmp_path, capsys):
     obs = {"policy": torch.randn(32, 40) * 3}
     assert torch.equal(full(obs), small(obs))
     assert small.obs_groups == ["policy"] and small.env_id == "AGVWarehouse-v0"
-    # play and eval take the file like a run; init_from and a second export refuse it.
+    # play and eval take the file like a run; a second export refuses it.
     main(["play", str(out), "--num-envs", "2", "--steps", "5"])
-    with pytest.raises(CheckpointError, match="exported policy"):
-        OnPolicyRunner(_cfg(tmp_path / "ft", "ppo", iters=1, init_from=str(out)))
     with pytest.raises(SystemExit, match="already an exported policy"):
         main(["export", str(out), "--out", str(tmp_path / "again.pt")])
+
+
+def test_init_from_an_exported_policy_takes_the_actor_and_warms_up_a_fresh_critic(tmp_path):
+    from rlkd.cli import main
+
+    run = tmp_path / "run"
+    OnPolicyRunner(_cfg(run, "ppo", iters=2)).learn()
+    out = tmp_path / "policy.pt"
+    main(["export", str(run), "--out", str(out)])
+    src = load_checkpoint(run / "checkpoints" / "last.pt")["agent"]["policy"]
+    ft = OnPolicyRunner(_cfg(tmp_path / "ft", "ppo", iters=3, init_from=str(out),
+                             ppo={"critic_warmup_updates": 2}))
+    ours = ft.alg.policy.state_dict()
+    actor = [k for k in src if not k.startswith("critic")]
+    assert actor and all(torch.equal(ours[k], src[k]) for k in actor)
+    fresh = OnPolicyRunner(_cfg(tmp_path / "fresh", "ppo", iters=1)).alg.policy.state_dict()
+    critic = [k for k in ours if k.startswith("critic.")]
+    assert critic and all(torch.equal(ours[k], fresh[k]) for k in critic)  # not the source's
+    lr0 = ft.alg.learning_rate
+    ft.learn()
+    rows = _metrics(tmp_path / "ft")
+    assert [r["losses/critic_warmup"] for r in rows] == [1.0, 1.0, 0.0]
+    # The warm-up moved the critic only; the learning rate did not adapt during it.
+    after = load_checkpoint(tmp_path / "ft" / "checkpoints" / "model_000002.pt")
+    w = after["agent"]["policy"]
+    assert all(torch.equal(w[k], src[k]) for k in actor if not k.startswith("actor_encoder"))
+    assert not all(torch.equal(w[k], fresh[k]) for k in critic)
+    assert after["agent"]["learning_rate"] == lr0 and after["agent"]["num_updates"] == 2
+    # The third update trains the actor too.
+    last = load_checkpoint(tmp_path / "ft" / "checkpoints" / "last.pt")["agent"]["policy"]
+    assert not all(torch.equal(last[k], src[k]) for k in actor if k.startswith("actor."))
+    # An exported policy of another env does not fit: the error names the group.
+    with pytest.raises(CheckpointError, match="observation group 'policy'"):
+        OnPolicyRunner(_cfg(tmp_path / "bad", "ppo", iters=1, init_from=str(out),
+                            env_overrides={"lidar_rays": 8}))
+    with pytest.raises(CheckpointError, match="unknown expert"):
+        OnPolicyRunner(_cfg(tmp_path / "bad2", "ppo", iters=1, init_from="expert:nope"))
+
+
+def test_critic_warmup_updates_must_be_a_count():
+    from rlkd.agents.ppo import PPOConfig
+
+    with pytest.raises(ValueError, match="critic_warmup_updates"):
+        PPOConfig(critic_warmup_updates=-1)
 
 
 def test_export_set_replaces_env_overrides_and_keeps_the_trained_ones(tmp_path):

@@ -51,8 +51,10 @@ class TrainConfig:
     fills ``agent_cfg["ppo"]``, ``--intrinsic key=value`` ``agent_cfg["intrinsic"]``, ...)."""
     init_from: str | None = None
     """Checkpoint or run directory whose actor-critic weights and observation normalizers start
-    this run (fine-tuning, e.g. after a reward change). The optimizer, learning rate, env state
-    and step counters start fresh; observation shapes must match."""
+    this run (fine-tuning, e.g. after a reward change), or an exported policy / ``expert:<name>``
+    whose actor alone does (the critic starts fresh: pair it with ``--ppo
+    critic_warmup_updates=N``). The optimizer, learning rate, env state and step counters start
+    fresh; observation shapes must match."""
     randomize: str | None = None
     """Domain randomisation at every reset, from the perturbation kinds of ``rlkd eval
     sim2real``: a suite name (``default``, ``dynamics``, ...) or suite YAML file (as ``--suite``),

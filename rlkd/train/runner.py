@@ -234,24 +234,51 @@ class OnPolicyRunner:
             self.stats.window[k].extend(tuple(x) for x in v)
 
     def _init_weights(self, source: str) -> None:
-        """Start from the actor-critic (weights + normalizers) of another run's checkpoint."""
-        path = resolve_checkpoint(source)
+        """Start from another run's actor-critic (a training checkpoint or run directory:
+        weights + normalizers), or from the actor alone of an exported policy or a shipped
+        expert (``expert:<name>``), the critic then starting fresh (see the PPO config's
+        ``critic_warmup_updates``)."""
+        from rlkd.nn.policy import ACTOR_PREFIXES, upgrade_state_dict
+
+        if str(source).startswith("expert:"):
+            from rlkd.policies import expert_path
+
+            try:
+                path = Path(expert_path(str(source)[len("expert:"):]))
+            except ValueError as exc:
+                raise CheckpointError(f"init_from {source}: {exc}") from None
+        else:
+            path = resolve_checkpoint(source)
         ck = load_checkpoint(path, required=("agent", "obs_spaces"))
-        if ck.get("kind") == "policy":
-            raise CheckpointError(f"{path} is an exported policy (actor only); init_from needs "
-                                  f"a training checkpoint, which has the critic too")
+        actor_only = ck.get("kind") == "policy"
         ours = {g: list(s.shape) for g, s in self.env.observation_spaces.items()}
         theirs = {g: list(v) for g, v in ck["obs_spaces"].items()}
         pol = self.alg.policy
-        for g in dict.fromkeys(list(pol.actor_groups) + list(pol.critic_groups)):  # ordered
+        groups = list(pol.actor_groups) if actor_only else \
+            list(dict.fromkeys(list(pol.actor_groups) + list(pol.critic_groups)))
+        for g in groups:  # ordered
             if theirs.get(g) != ours[g]:
                 raise CheckpointError(f"{path}: init_from observation group {g!r} has shape "
                                       f"{theirs.get(g)}, this env gives {ours[g]}")
+        sd = ck["agent"]["policy"]
         try:
-            self.alg.policy.load_state_dict(ck["agent"]["policy"])
+            if not actor_only:
+                pol.load_state_dict(sd)
+            else:
+                sd = upgrade_state_dict(sd, list(pol.actor_groups), None)
+                missing, unexpected = pol.load_state_dict(sd, strict=False)
+                missing = [k for k in missing if k.startswith(ACTOR_PREFIXES)]
+                if missing or unexpected:
+                    raise RuntimeError(f"missing actor keys {missing[:4]}, unexpected keys "
+                                       f"{list(unexpected)[:4]}")
         except (KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: init_from weights do not fit this agent's "
                                   f"networks: {exc}") from exc
+        if actor_only:
+            warm = getattr(getattr(self.alg, "cfg", None), "critic_warmup_updates", None)
+            print(f"init_from {source}: an exported policy, actor only; the critic starts fresh"
+                  + ("" if warm else " (set --ppo critic_warmup_updates=N to fit it before the "
+                     "actor moves)"), flush=True)
         broadcast_module_(self.alg.policy)
 
     @classmethod
