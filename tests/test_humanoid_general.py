@@ -333,6 +333,35 @@ def test_recovery_off_leaves_flags_and_terms_alone():
     env.close()
 
 
+def test_recovery_residual_scale_widens_the_range_only_far_below_the_reference():
+    # Half the envs start lying (pelvis ~0.75 m below the reference), half as the reference.
+    kw = dict(motion="walk", action_mode="residual", recovery_fraction=0.5, recovery_fallen=1.0)
+    env = _make(32, recovery_residual_scale=1.5, **kw)
+    env.reset(seed=0)
+    fell = env.recovery_kind == 1
+    assert 0 < int(fell.sum()) < 32
+    nxt = env._reference(None, env._next_step)
+    rr = env.residual_range(nxt)[:, 0]
+    # Lying pelvises sit 0.15-0.45 m high (a leg in a stride, turned, can hold one up).
+    assert bool((rr[fell] > 1.0).all()) and float((rr[fell] == 1.5).float().mean()) > 0.5, rr
+    torch.testing.assert_close(rr[~fell], torch.full_like(rr[~fell], 0.5))
+    a = torch.full((32, 28), 0.8)
+    t = env.pd_targets(a)
+    hi = env.q_mid + env.q_half
+    want = torch.minimum(nxt.joint_pos + rr[:, None] * 0.8, hi)
+    torch.testing.assert_close(t, want)
+    # The absolute action with the same targets (a residual teacher's label) agrees.
+    torch.testing.assert_close(env.pd_targets(env.to_absolute(a, "residual"), "absolute"), t,
+                               atol=1e-5, rtol=0)
+    # Off (the default): the same starts get the plain range.
+    off = _make(32, **kw)
+    off.reset(seed=0)
+    assert off.residual_range(off._reference(None, off._next_step)) == 0.5
+    torch.testing.assert_close(off.pd_targets(a), torch.minimum(nxt.joint_pos + 0.4, hi))
+    env.close()
+    off.close()
+
+
 # ------------------------------------------------------------------------------ the study
 def _study():
     import sys

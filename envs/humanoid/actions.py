@@ -10,10 +10,12 @@ ACTION_MODES = ("absolute", "residual")
 
 
 def pd_targets(actions: torch.Tensor, mode: str, reference_q: torch.Tensor | None,
-               q_mid: torch.Tensor, q_half: torch.Tensor, residual_scale: float) -> torch.Tensor:
+               q_mid: torch.Tensor, q_half: torch.Tensor,
+               residual_scale: float | torch.Tensor) -> torch.Tensor:
     """``(N, D)`` PD targets, rad, of ``actions (N, D)`` in ``mode``; ``reference_q (N, D)``
-    (rad) is the reference frame a residual action offsets (unused in absolute mode); targets
-    stay in the joint range ``q_mid +- q_half`` ``(D,)``."""
+    (rad) is the reference frame a residual action offsets (unused in absolute mode);
+    ``residual_scale`` rad, one for all or ``(N, 1)`` per env; targets stay in the joint range
+    ``q_mid +- q_half`` ``(D,)``."""
     if mode == "residual":
         return torch.minimum(torch.maximum(reference_q + residual_scale * actions,
                                            q_mid - q_half), q_mid + q_half)
@@ -22,11 +24,13 @@ def pd_targets(actions: torch.Tensor, mode: str, reference_q: torch.Tensor | Non
 
 def convert_actions(actions: torch.Tensor, src: str, dst: str, reference_q: torch.Tensor,
                     q_mid: torch.Tensor, q_half: torch.Tensor,
-                    residual_scale: float) -> torch.Tensor:
+                    residual_scale: float | torch.Tensor) -> torch.Tensor:
     """``actions (N, D)`` given in mode ``src`` re-expressed in mode ``dst`` (clamped to
     [-1, 1]): the action of mode ``dst`` with the same PD targets, for the reference frame
     ``reference_q (N, D)`` rad that a residual action offsets."""
     target = pd_targets(actions, src, reference_q, q_mid, q_half, residual_scale)
     if dst == "residual":
-        return ((target - reference_q) / max(residual_scale, 1e-9)).clamp(-1.0, 1.0)
+        scale = residual_scale.clamp_min(1e-9) if isinstance(residual_scale, torch.Tensor) \
+            else max(residual_scale, 1e-9)
+        return ((target - reference_q) / scale).clamp(-1.0, 1.0)
     return ((target - q_mid) / q_half).clamp(-1.0, 1.0)

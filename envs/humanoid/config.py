@@ -66,6 +66,13 @@ class HumanoidMotionConfig:
     where the tracking terms are flat."""
     k_recovery: float = knob(1.0, NONNEG)
     """Scale of that distance, 1/m."""
+    recovery_residual_scale: float = knob(0.0, NONNEG)
+    """Residual actions only: the widest residual range, rad, given to a humanoid whose pelvis
+    is far below the reference's (getting up needs joint targets far from a standing or walking
+    frame). 0 (or at most ``residual_scale``): off. The range grows linearly from
+    ``residual_scale`` at ``RECOVERY_DROP[0]`` metres below the reference pelvis to this at
+    ``RECOVERY_DROP[1]`` (:mod:`rlkd.envs.humanoid.recovery`): a function of the state the policy
+    observes, the same in every episode, not only in recovery starts."""
     future_steps: tuple[int, ...] = knob((1, 3, 6), integers(lo=1))
     """Reference frames in the observation, as control steps ahead of the current time."""
     motion_range_tolerance: float = knob(0.5, number(lo=0, allow_inf=True))

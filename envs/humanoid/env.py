@@ -176,6 +176,8 @@ class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, Muj
         self.body_weight = float(sk.mass * 9.81)
         self.future = torch.as_tensor(c.future_steps, dtype=torch.float32, device=dev) * self.dt
         self._next_step = torch.full((1,), self.dt, device=dev)  # residual targets: t + dt
+        #: Residual range of the last step's actions, rad: a float or ``(N, 1)``.
+        self._applied_range = self._last_range = self.cfg.residual_scale
         # Reference offsets per observation: now, the future frames, then the camera's video
         # frames not among them (_kp_rows picks the video frames).
         offsets = [0.0] + [float(k) for k in c.future_steps]
@@ -268,14 +270,20 @@ class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, Muj
         self._action_rate = (actions - self.prev_action).square().mean(-1) * (
             self.episode_length_buf > 0)
         self.prev_action = actions
-        self.sim.step(self.pd_targets(a).to(self.sim.dtype))
+        targets = self.pd_targets(a)
+        if self.cfg.action_mode != "residual" and self.cfg.recovery_residual_scale > 0:
+            self.residual_range(self._reference(None, self._next_step))
+        # The residual range at this action, for the teacher's view of it (teacher_action_mode).
+        self._applied_range = self._last_range
+        self.sim.step(targets.to(self.sim.dtype))
 
     def pd_targets(self, actions: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """``(N, 28)`` PD targets (rad) of ``actions (N, 28)`` for the coming step, read in
         ``mode`` (default: the env's ``action_mode``)."""
         mode = mode or self.cfg.action_mode
-        nxt = self._reference(None, self._next_step).joint_pos if mode == "residual" else None
-        return pd_targets(actions, mode, nxt, self.q_mid, self.q_half, self.cfg.residual_scale)
+        nxt = self._reference(None, self._next_step) if mode == "residual" else None
+        return pd_targets(actions, mode, None if nxt is None else nxt.joint_pos, self.q_mid,
+                          self.q_half, self.residual_range(nxt) if nxt else 0.0)
 
     def to_absolute(self, actions: torch.Tensor, mode: str) -> torch.Tensor:
         """``(N, 28)`` absolute actions in [-1, 1] giving the same PD targets in the coming step
@@ -286,9 +294,9 @@ class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, Muj
             raise ValueError(f"mode must be 'absolute' or 'residual', got {mode!r}")
         if mode == "absolute":
             return actions
-        return convert_actions(actions, "residual", "absolute",
-                               self._reference(None, self._next_step).joint_pos, self.q_mid,
-                               self.q_half, self.cfg.residual_scale)
+        nxt = self._reference(None, self._next_step)
+        return convert_actions(actions, "residual", "absolute", nxt.joint_pos, self.q_mid,
+                               self.q_half, self.residual_range(nxt))
 
     def _errors(self, s: dict[str, torch.Tensor], ref: MotionState) -> dict[str, torch.Tensor]:
         """Per-env tracking errors of state ``s`` against ``ref``."""
@@ -409,8 +417,11 @@ class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, Muj
         policy = torch.cat((proprio, reference), -1)
         teacher = policy
         if c.teacher_action_mode != c.action_mode:  # its own form of the last action (0 at t=0)
+            rr = self._applied_range
+            if isinstance(rr, torch.Tensor) and env_ids is not None:
+                rr = rr[env_ids]
             t_prev = convert_actions(prev, c.action_mode, c.teacher_action_mode, ref_now.joint_pos,
-                                     self.q_mid, self.q_half, c.residual_scale)
+                                     self.q_mid, self.q_half, rr)
             steps = self.episode_length_buf if env_ids is None else self.episode_length_buf[env_ids]
             teacher = torch.cat((proprio[:, :self._n_prop_noisy], t_prev * (steps > 0)[:, None],
                                  reference), -1)

@@ -28,6 +28,11 @@ exp(-k_recovery d)`` (``d`` the pelvis distance to the reference's, m; in every 
 env with recovery on), whose wide basin leads back from metres away where the tracking terms
 (``exp(-10 d^2)``, ``exp(-100 e^2)``) are flat.
 
+**Getting up** (``recovery_residual_scale``, residual actions): the residual range widens from
+``residual_scale`` toward ``recovery_residual_scale`` as the pelvis drops
+:data:`RECOVERY_DROP` metres below the reference's, so a lying humanoid can reach joint targets
+far from the standing frame it is offset from; it depends on the state alone (any episode).
+
 **Episode flags** (with recovery on): ``recovery_start`` (the episode started in a recovery
 state), ``recovered`` (it recovered) and ``recovery_time`` (seconds from the reset to recovery,
 0 if it did not; a study divides its sum by the number recovered: runner logs show it as
@@ -47,6 +52,10 @@ from rlkd.sim.rotations import quat_from_axis_angle, quat_from_yaw, quat_mul, qu
 
 #: Height of a fallen start's lowest geometry point above the floor, m.
 DROP_CLEARANCE = 0.02
+#: Pelvis drop below the reference pelvis, m, over which ``recovery_residual_scale`` widens the
+#: residual range: from none at the first to all of it at the second (standing 0.93 m, lying
+#: about 0.15 m; a squat's reference drops with the humanoid, so it widens nothing).
+RECOVERY_DROP = (0.15, 0.45)
 
 
 def geom_support(model: mujoco.MjModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,6 +170,21 @@ class FailStateRecovery:
                  "recovery_time": torch.where(recovered, self.recovered_at.float() * self.dt,
                                               torch.zeros_like(kp_dist))}
         return fall & ~grace, lost & ~grace, flags
+
+    def residual_range(self, nxt) -> float | torch.Tensor:
+        """The residual range of the coming step, rad, for its reference frame ``nxt``
+        (a MotionState): ``residual_scale``, or ``(N, 1)`` widened toward
+        ``recovery_residual_scale`` by the pelvis drop below ``nxt``'s pelvis over
+        :data:`RECOVERY_DROP` (config docstring). Also kept as ``_last_range``."""
+        c = self.cfg
+        out = c.residual_scale
+        if c.recovery_residual_scale > c.residual_scale:
+            lo, hi = RECOVERY_DROP
+            drop = nxt.root_pos[:, 2] - self.sim.qpos[:, 2].to(nxt.root_pos.dtype)
+            w = ((drop - lo) / (hi - lo)).clamp(0.0, 1.0)
+            out = (c.residual_scale + (c.recovery_residual_scale - c.residual_scale) * w)[:, None]
+        self._last_range = out
+        return out
 
     def _recovery_terms(self, root_err: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"recovery": (N,)}`` from the pelvis position error ``root_err (N, 3)`` (m), or
