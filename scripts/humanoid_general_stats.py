@@ -202,7 +202,7 @@ def report(args, runs_cfg: dict, runs: Path, out_json: Path, heldout: tuple) -> 
     write_json_atomic(out_json, rep)
     text = table(families, recovery, tg, headline, records, wall)
     print(text, flush=True)
-    if args.update_readme and not args.quick:
+    if args.update_readme and not args.quick and not getattr(args, "out", None):
         readme = ROOT / "README.md"
         s = readme.read_text()
         a, b = f"<!-- {MARK} -->", f"<!-- /{MARK} -->"

@@ -17,6 +17,11 @@ general_s2   ``--init-from general_s1``, + fail-state recovery (``recovery_fract
 general_all  (opt-in: ``--arms general_s1 general_s2 general_all``) ``--init-from
              general_s2`` on the whole ``@general`` (131_02 joins the training clips): the
              candidate for ``expert:humanoid-general``
+getup        (opt-in: ``--arms getup --runs results/humanoid_getup_runs --out
+             results/humanoid_getup.json``) ``--init-from expert:humanoid-general`` (its actor;
+             the critic warms up first), recovery starts 30% of resets (80% of them fallen) and
+             ``recovery_residual_scale`` 1.5 rad: the residual range widens when the pelvis is far
+             below the reference's, so getting up is reachable; evaluated with that range too
 ===========  ===========================================================================
 
 Every trained run and ``expert:humanoid-walk`` (the specialist) is evaluated on the same
@@ -56,6 +61,11 @@ RUNS: dict[str, dict] = {
                    "set": ["hard_negative=true", *RECOVERY], "ppo": ["learning_rate=1e-5", *NET]},
     "general_all": {"iters": 410, "init": "general_s2", "clips": "all",
                     "set": ["hard_negative=true", *RECOVERY], "ppo": ["learning_rate=1e-5", *NET]},
+    "getup": {"iters": 650, "init": "expert:humanoid-general", "clips": "no_131_02",
+              "set": ["hard_negative=true", "recovery_fraction=0.3", "recovery_fallen=0.8",
+                      "recovery_residual_scale=1.5"],
+              "eval_set": {"recovery_residual_scale": 1.5},
+              "ppo": ["learning_rate=3e-5", "critic_warmup_updates=30", *NET]},
 }
 DEFAULT_RUNS = ("general_s1", "general_s2")
 #: Held-out procedural clips (the training grid: walks 0.6-1.6 by 0.2, turns at 0.6 / 1.0 m/s
@@ -72,6 +82,8 @@ EVAL_SEED = 3000
 def _paths(args) -> tuple[Path, Path]:
     stem = "humanoid_general_tracker" + ("_quick" if args.quick else "")
     runs = Path(args.runs or ROOT / "results" / f"{stem}_runs")
+    if getattr(args, "out", None):
+        return Path(args.out), runs
     return (runs if args.quick else ROOT / "results") / f"{stem}.json", runs
 
 
@@ -113,7 +125,8 @@ def _fresh_args(name: str, args) -> list[str]:
     motion = motion_files(runs)[r["clips"]]
     out = [ENV_ID, "--agent", "ppo", "--num-envs", str(args.num_envs), "--seed", str(args.seed)]
     if r["init"]:
-        out += ["--init-from", rel(runs / r["init"])]
+        init = r["init"] if r["init"].startswith("expert:") else rel(runs / r["init"])
+        out += ["--init-from", init]
     # The motion is quoted for the CLI's YAML parse of --set values (a bare "@" is refused).
     sets = [f'motion="{motion}"', "action_mode=residual", f"num_threads={args.threads}", *r["set"]]
     if args.quick:
@@ -179,7 +192,8 @@ def eval_policy(name: str, out: Path, args) -> None:
     _, runs = _paths(args)
     files = motion_files(runs)
     policy = load_policy(SPECIALIST if name == "specialist" else runs / name)
-    common = {"action_mode": "residual", "num_threads": args.threads}
+    common = {"action_mode": "residual", "num_threads": args.threads,
+              **RUNS.get(name, {}).get("eval_set", {})}  # settings that change what actions do
     t0 = time.time()
     # Every clip, E episodes each, from stratified phases, in one batch.
     E = args.episodes
@@ -217,7 +231,8 @@ def _job(name: str, args) -> None:
         [sys.executable, __file__, "--eval", name, "--threads", str(args.threads),
          "--episodes", str(args.episodes), "--eval-steps", str(args.eval_steps),
          "--recovery-episodes", str(args.recovery_episodes),
-         *(["--quick"] if args.quick else []), *(["--runs", str(args.runs)] if args.runs else [])],
+         *(["--quick"] if args.quick else []), *(["--runs", str(args.runs)] if args.runs else []),
+         *(["--out", str(args.out)] if args.out else [])],
         args.threads, runs / f"{name}.eval.log")
 
 
@@ -234,6 +249,8 @@ def main(argv=None) -> None:
     add("--recovery-episodes", type=int, default=None, help=f"({RECOVERY_EPISODES})")
     add("--eval-steps", type=int, default=None, help=f"control steps per episode ({EVAL_STEPS})")
     add("--runs", default=None)
+    add("--out", default=None, help="study JSON (default results/humanoid_general_tracker.json; "
+        "--update-readme only with the default)")
     add("--report-only", action="store_true")
     add("--update-readme", action="store_true")
     add("--eval", help=argparse.SUPPRESS)
@@ -248,7 +265,8 @@ def main(argv=None) -> None:
     if args.eval:
         return eval_policy(args.eval, runs / f"{args.eval}.eval.json", args)
     for name in args.arms:  # a run needs the one it starts from
-        if RUNS[name]["init"] and RUNS[name]["init"] not in args.arms:
+        init = RUNS[name]["init"]
+        if init and not init.startswith("expert:") and init not in args.arms:
             ap.error(f"{name} starts from {RUNS[name]['init']}: add it to --arms")
     if not args.report_only:
         runs.mkdir(parents=True, exist_ok=True)
