@@ -5,6 +5,9 @@ into students that see proprioception and a camera's keypoints.
     python scripts/humanoid_vision_distill.py --report-only --update-readme
     python scripts/humanoid_vision_distill.py --quick --jobs 1      # smoke test, own files
 
+``--teacher general`` runs the same arms from ``expert:humanoid-general`` on its motion set
+(:data:`TEACHERS`; files ``*_general*``).
+
 Arms (``STEPS`` env steps each, ``NUM_ENVS`` envs, clips ``TRAIN_MOTION``, the env's default
 camera: 3-5 m, 1-2 m up, +-60 deg, 1-3 px noise, 0-5% dropout; distill arms ``DISTILL_SET``):
 
@@ -43,9 +46,20 @@ from study_runs import (ROOT, append_jsonl, rel, run_record, train_resumable,
                         train_then_evaluate)
 
 ENV_ID = "HumanoidMotion-v0"
-EXPERT = "expert:humanoid-walk"
-TRAIN_MOTION = "walk@1.0,walk,walk@1.3"
-HELDOUT = {"motion": "walk@1.1", "camera_distance": [7.0, 9.0], "camera_height": [3.0, 3.0]}
+#: ``--teacher`` -> the expert, the student's training clips and the held-out condition.
+#: ``walk``: the study as first run (the walk specialist); ``general``: the general tracker
+#: (issue 13) on its whole motion set, held out on clips neither it nor the student trained on.
+TEACHERS = {
+    "walk": {"expert": "expert:humanoid-walk", "train_motion": "walk@1.0,walk,walk@1.3",
+             "heldout": {"motion": "walk@1.1", "camera_distance": [7.0, 9.0],
+                         "camera_height": [3.0, 3.0]}},
+    "general": {"expert": "expert:humanoid-general", "train_motion": "@general",
+                "heldout": {"motion": "walk@1.5+jog_in_place,squat+wave,turn@1.2:-0.9,walk@1.8",
+                            "camera_distance": [7.0, 9.0], "camera_height": [3.0, 3.0]}},
+}
+EXPERT = TEACHERS["walk"]["expert"]
+TRAIN_MOTION = TEACHERS["walk"]["train_motion"]
+HELDOUT = TEACHERS["walk"]["heldout"]
 STEPS, NUM_ENVS, EPISODES = 3_000_000, 256, 100
 NOISE_SCALES = (0.0, 1.0, 2.0, 4.0)
 EVAL_SEED = {"train": 2000, "heldout": 2001}
@@ -72,8 +86,18 @@ ARMS: dict[str, dict] = {
 }
 
 
+def _set_teacher(name: str) -> None:
+    """Point the module's EXPERT / TRAIN_MOTION / HELDOUT at ``TEACHERS[name]`` (each worker
+    process is passed the same ``--teacher``)."""
+    global EXPERT, TRAIN_MOTION, HELDOUT
+    t = TEACHERS[name]
+    EXPERT, TRAIN_MOTION, HELDOUT = t["expert"], t["train_motion"], dict(t["heldout"])
+
+
 def _paths(args) -> tuple[Path, Path]:
-    stem = "humanoid_vision_distill" + ("_quick" if args.quick else "")
+    teacher = getattr(args, "teacher", "walk")
+    stem = "humanoid_vision_distill" + ("" if teacher == "walk" else f"_{teacher}") + \
+        ("_quick" if args.quick else "")
     runs = Path(args.runs or ROOT / "results" / f"{stem}_runs")
     return (runs if args.quick else ROOT / "results") / f"{stem}.json", runs
 
@@ -213,7 +237,8 @@ def _job(arm: str, seed: int, args) -> None:
         f"{arm} s{seed}", train, runs / f"{arm}_s{seed}" / "vision_eval.json",
         [sys.executable, __file__, "--eval-arm", arm, "--eval-seed-of", str(seed),
          *(["--quick"] if args.quick else []), "--threads", str(args.threads),
-         "--episodes", str(args.episodes), *(["--runs", str(args.runs)] if args.runs else [])],
+         "--episodes", str(args.episodes), "--teacher", args.teacher,
+         *(["--runs", str(args.runs)] if args.runs else [])],
         args.threads, runs / f"{arm}_s{seed}.eval.log")
 
 
@@ -228,11 +253,16 @@ def main(argv=None) -> None:
     add("--num-envs", type=int, default=None, help=f"default {NUM_ENVS}")
     add("--episodes", type=int, default=None, help=f"per condition ({EPISODES})")
     add("--runs", default=None)
+    add("--teacher", choices=list(TEACHERS), default="walk",
+        help="the expert and its clips (general: files *_general*, README untouched)")
     add("--report-only", action="store_true")
     add("--update-readme", action="store_true")
     add("--eval-arm", help=argparse.SUPPRESS)
     add("--eval-seed-of", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    _set_teacher(args.teacher)
+    if args.teacher != "walk":
+        args.update_readme = False  # the README table is the walk study's
     args.num_envs = args.num_envs or (8 if args.quick else NUM_ENVS)
     args.steps = args.steps or (args.num_envs * 24 * 2 if args.quick else STEPS)
     args.episodes = args.episodes or (8 if args.quick else EPISODES)
