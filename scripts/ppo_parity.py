@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlkd.core.provenance import write_json_atomic
+from rlkd.core.provenance import cpu_model, write_json_atomic
 from study_runs import ROOT, rel, train_then_evaluate
 
 ENV_ID = "AGVWarehouse-v0"
@@ -218,7 +218,8 @@ def run_one(trainer: str, task: str, seed: int, out: Path, args) -> None:
         rec = train_rlkd(trainer, task, seed, rec_args, out.parent / f"{out.stem}_tmp")
     write_json_atomic(out, {"trainer": trainer, "task": task, "seed": seed, **rec.curve,
                             "total_env_steps": rec.env_steps, "started": t,
-                            "wall_s": time.perf_counter() - rec.t0, "threads": args.threads})
+                            "wall_s": time.perf_counter() - rec.t0, "threads": args.threads,
+                            "cpu_model": cpu_model(), "seconds_cap": args.seconds})
 
 
 def _paths(args) -> tuple[Path, Path]:

@@ -95,6 +95,9 @@ def summarize(runs: list[dict]) -> tuple[dict, dict]:
                 "reached_50": int(sum(math.isfinite(first_reach(r, "seconds")) for r in rs)),
                 "env_steps_per_s": float(np.mean([r["total_env_steps"] / r["wall_s"] for r in rs])),
                 "env_steps": float(np.mean([r["total_env_steps"] for r in rs])),
+                # Wall-clock figures compare only within one CPU model (records before the
+                # field: "unrecorded", the first study's machine).
+                "cpu_models": sorted({r.get("cpu_model", "unrecorded") for r in rs}),
             }
     return summary, by
 

@@ -53,10 +53,22 @@ def machine_info() -> dict[str, Any]:
     """What the figures were measured on: platform, Python and torch versions, CPU count,
     torch intra-op threads, the CUDA device name (``None`` without CUDA) and ``git_commit``."""
     return {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "git_commit": git_commit()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``): wall
+    clocks from two machines are not comparable, so every record says which it ran on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def json_safe(x: Any) -> Any:
