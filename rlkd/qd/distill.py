@@ -1,6 +1,6 @@
 """Archive distillation: one descriptor-conditioned policy pi(a | s, d) for the whole archive.
 
-Two ways to get it (DESIGN.md 9.6, issue 16):
+Three ways to get it (DESIGN.md 9.6, issue 16):
 
 * ``td3``: DCG-ME's own actor, trained with TD3 on the similarity-scaled reward during the run
   (the paper's distillation; only ``dcg-me`` runs have a conditioned actor);
@@ -15,7 +15,7 @@ Two ways to get it (DESIGN.md 9.6, issue 16):
   errors compound over the 250-step episode and the final position (the descriptor) drifts;
   DAgger trains pi on the states it reaches itself.
 
-**Evaluation** (the same for both): every elite is re-evaluated (the archive, "re-evaluated on
+**Evaluation** (the same for all three): every elite is re-evaluated (the archive, "re-evaluated on
 the same seeds": evaluations are deterministic, so this reproduces the stored fitness on one
 device), then pi is commanded with each filled cell's descriptor as one population batch, every
 command its own env (pi(., d) folded into an unconditioned genotype, :meth:`FlatActor.fold`).
