@@ -17,7 +17,8 @@ it finished (skipped next time); a run cut mid-way resumes from its ``archive.pt
 Output ``results/qd_archive_distill.json``::
 
     runs: [{task, algo, seed, evaluations, qd_score, coverage, max_fitness, seconds,
-            distilled: {td3|bc|dagger: {qd_score_pct, desc_error_cells, reinserted_qd_score_pct, ...}},
+            distilled: {td3|bc|dagger: {qd_score_pct, desc_error_cells,
+                                        reinserted_qd_score_pct, ...}},
             time_split: {eval_s, archive_s, critic_s, pg_s}, env_steps_bound}]
           (seconds: the iterations' wall-clock from metrics.jsonl, resumes included; the
           distillations' own seconds are in distilled[method].seconds)
