@@ -116,7 +116,7 @@ from rlkd.sim.rotations import (
 )
 
 from . import metrics
-from .actions import ACTION_MODES, convert_actions, pd_targets
+from .actions import ActionModes, convert_actions
 from .camera_obs import CameraObservations
 from .config import HumanoidMotionConfig
 from .motions import MotionState, load_library
@@ -135,7 +135,7 @@ def _skeleton() -> Skeleton:
     return _SKELETON
 
 
-class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, MujocoEnvState,
+class HumanoidMotionEnv(ActionModes, ClipSampling, FailStateRecovery, CameraObservations, MujocoEnvState,
                         BatchedEnv):
     """Batched humanoid motion tracking; see the module docstring for the full manual."""
 
@@ -276,27 +276,6 @@ class HumanoidMotionEnv(ClipSampling, FailStateRecovery, CameraObservations, Muj
         # The residual range at this action, for the teacher's view of it (teacher_action_mode).
         self._applied_range = self._last_range
         self.sim.step(targets.to(self.sim.dtype))
-
-    def pd_targets(self, actions: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        """``(N, 28)`` PD targets (rad) of ``actions (N, 28)`` for the coming step, read in
-        ``mode`` (default: the env's ``action_mode``)."""
-        mode = mode or self.cfg.action_mode
-        nxt = self._reference(None, self._next_step) if mode == "residual" else None
-        return pd_targets(actions, mode, None if nxt is None else nxt.joint_pos, self.q_mid,
-                          self.q_half, self.residual_range(nxt) if nxt else 0.0)
-
-    def to_absolute(self, actions: torch.Tensor, mode: str) -> torch.Tensor:
-        """``(N, 28)`` absolute actions in [-1, 1] giving the same PD targets in the coming step
-        as ``actions (N, 28)`` read in ``mode`` (``"residual"``: offsets from the next reference
-        frame, as a residual expert acts; ``"absolute"``: returned as they are). How a residual
-        expert's actions become labels for a student that acts in absolute mode."""
-        if mode not in ACTION_MODES:
-            raise ValueError(f"mode must be 'absolute' or 'residual', got {mode!r}")
-        if mode == "absolute":
-            return actions
-        nxt = self._reference(None, self._next_step)
-        return convert_actions(actions, "residual", "absolute", nxt.joint_pos, self.q_mid,
-                               self.q_half, self.residual_range(nxt))
 
     def _errors(self, s: dict[str, torch.Tensor], ref: MotionState) -> dict[str, torch.Tensor]:
         """Per-env tracking errors of state ``s`` against ``ref``."""
