@@ -20,9 +20,9 @@ general_all  (opt-in: ``--arms general_s1 general_s2 general_all``) ``--init-fro
 getup        (opt-in: ``--arms getup --runs results/humanoid_getup_runs --out
              results/humanoid_getup.json``) ``--init-from expert:humanoid-general`` (its actor;
              the critic warms up alone for 100 iterations), recovery starts 30% of resets (80%
-             of them fallen) and
-             ``recovery_residual_scale`` 1.5 rad: the residual range widens when the pelvis is far
-             below the reference's, so getting up is reachable; evaluated with that range too
+             of them fallen) and ``recovery_residual_scale`` 1.5 rad: the residual range widens
+             when the pelvis is far below the reference's, so getting up is reachable;
+             evaluated with that range too
 ===========  ===========================================================================
 
 Every trained run and ``expert:humanoid-walk`` (the specialist) is evaluated on the same
