@@ -9,8 +9,9 @@ minibatch size, same gamma (0.99) and entropy bonus (0.005), learning rate 1e-3 
     python scripts/bench_train.py --to-success 0.5 0.8 --time-limit 360
 
 Throughput is the whole loop: env steps collected / wall-clock of collection plus updates; ours
-runs twice, fp32 and with ``update_precision=bf16``, and records how the loop's time splits
-between rollout and update.
+runs three times, fp32, with ``update_precision=bf16`` and with ``update_compile`` (its rate
+also after the first iteration, which holds the compile), and records how the loop's time
+splits between rollout and update.
 Writes ``results/bench_train.json`` (command, git commit, machine, raw numbers).
 """
 
@@ -46,9 +47,12 @@ def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agen
     hits: dict[str, dict] = {}
 
     split = {"collection_s": 0.0, "update_s": 0.0}
+    first: dict = {}
 
     def cb(r, scalars):
         el = time.perf_counter() - t0
+        first.setdefault("wall_s", el)  # the first iteration (with update_compile: the compile)
+        first.setdefault("env_steps", r.env_steps)
         split["collection_s"] += scalars["perf/collection_s"]
         split["update_s"] += scalars["perf/learn_s"]
         for tg in targets:
@@ -61,7 +65,10 @@ def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agen
     return {"env_steps": runner.env_steps, "wall_s": wall, "env_steps_per_s": runner.env_steps / wall,
             "final_success": last.get("charts/success_rate"), "reached": hits,
             # Where the loop's time goes: rollout (env + inference) vs PPO update.
-            **split, "update_share": split["update_s"] / max(wall, 1e-9)}
+            **split, "update_share": split["update_s"] / max(wall, 1e-9),
+            "first_iteration_s": first.get("wall_s"),
+            "env_steps_per_s_after_first": (runner.env_steps - first.get("env_steps", 0))
+            / max(wall - first.get("wall_s", 0.0), 1e-9)}
 
 
 def sb3(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int,
@@ -138,12 +145,18 @@ def main() -> None:
         "rlkd_bf16": ours(args.env, args.num_envs, args.num_steps, args.ours_steps, args.seed,
                           "ppo", None, 1e9, tmp / "ours_bf16_throughput", {},
                           {"update_precision": "bf16"}),
+        "rlkd_compile": ours(args.env, args.num_envs, args.num_steps, args.ours_steps,
+                             args.seed, "ppo", None, 1e9, tmp / "ours_compile_throughput", {},
+                             {"update_compile": True}),
         "sb3": sb3(args.env, args.num_envs, args.num_steps, args.sb3_steps, args.seed, None, 1e9,
                    {}),
     }
     t = res["throughput"]
     t["ratio"] = t["rlkd"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
     t["ratio_bf16"] = t["rlkd_bf16"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
+    # The compiled update, after its first iteration (the compile, paid once per run).
+    t["ratio_compile_after_first"] = (t["rlkd_compile"]["env_steps_per_s_after_first"]
+                                      / t["sb3"]["env_steps_per_s"])
     print(f"throughput: rlkd {t['rlkd']['env_steps_per_s']:,.0f} env-steps/s (update "
           f"{t['rlkd']['update_share']:.0%} of the loop), bf16 update "
           f"{t['rlkd_bf16']['env_steps_per_s']:,.0f} ({t['rlkd_bf16']['update_share']:.0%}), SB3 "

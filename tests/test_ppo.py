@@ -169,3 +169,18 @@ def test_bf16_update_tracks_the_fp32_update():
     assert b["losses/value_loss"] == pytest.approx(f["losses/value_loss"], rel=0.05)
     assert b["losses/approx_kl"] < 0.05
     assert not torch.equal(wf, wb) and (wf - wb).abs().max() < 1e-2  # same step, bf16 rounding
+
+
+@pytest.mark.slow  # one torch.compile of the loss: ~50 s on one core
+def test_compiled_update_matches_the_eager_update():
+    out = {}
+    for compiled in (False, True):
+        alg = _filled(PPOConfig(num_steps=16, num_minibatches=2, num_epochs=2,
+                                update_compile=compiled))
+        stats = alg.update()
+        out[compiled] = (stats, torch.cat([p.detach().flatten() for p in alg.policy.parameters()]))
+    (se, we), (sc, wc) = out[False], out[True]
+    for k in ("losses/policy_loss", "losses/value_loss", "losses/approx_kl", "losses/entropy"):
+        assert sc[k] == pytest.approx(se[k], rel=1e-4, abs=1e-6), k
+    assert sc["losses/learning_rate"] == se["losses/learning_rate"]
+    torch.testing.assert_close(wc, we, atol=1e-5, rtol=1e-4)
