@@ -50,6 +50,9 @@ ALGOS = ("me", "pga-me", "dcg-me")
 SEEDS = {"AGVOmni-v0": 5, "AGVStyle-v0": 3}
 METRICS = ("qd_score", "coverage", "max_fitness", "seconds")
 DISTILL_METRICS = ("qd_score_pct", "desc_error_cells", "reinserted_qd_score_pct")
+#: In the JSON summary only (runs since they were measured): pi's episodes that ended early
+#: (AGVOmni: collisions) and the descriptor error over the others.
+EXTRA_DISTILL_METRICS = ("early_end_rate", "desc_error_cells_full_length")
 #: Distillation methods in report order (:mod:`rlkd.qd.distill`); td3 only on dcg-me runs.
 DISTILL_METHODS = ("td3", "bc", "dagger")
 #: --quick: tiny networks and step counts, 20-step evaluations (a smoke test of the pipeline).
@@ -225,7 +228,8 @@ def summarize(runs: list[dict]) -> tuple[dict, dict]:
                 ds = [r["distilled"][method] for r in rs if method in r["distilled"]]
                 if ds:
                     s[method] = {m: bootstrap_mean(np.array([d[m] for d in ds]))
-                                 for m in DISTILL_METRICS}
+                                 for m in DISTILL_METRICS + EXTRA_DISTILL_METRICS
+                                 if all(m in d for d in ds)}
             summary.setdefault(task, {})[algo] = s
     ratios: dict = {}
     for task in SEEDS:

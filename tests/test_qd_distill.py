@@ -46,6 +46,13 @@ def test_score_definitions_on_hand_made_numbers():
     # Re-inserted: cells (0.25, 0.25) keeps the better of -1.0 / -1.5, plus (0.25, -0.25).
     assert s["reinserted_qd_score_pct"] == pytest.approx(100 * (1 + 2) / (1 + 1.5 + 2))
     assert s["reinserted_coverage"] == pytest.approx(2 / 16)
+    assert "early_end_rate" not in s
+    # With episode lengths: pi's first episode ended early (a collision), the elites' did not.
+    T = task.episode_steps
+    e = score(task, cells, cmd, ref_fit, cmd, fit, desc, torch.full((3,), T),
+              torch.tensor([17, T, T]))
+    assert e["early_end_rate"] == pytest.approx(1 / 3) and e["reference_early_end_rate"] == 0
+    assert e["desc_error_cells_full_length"] == pytest.approx((0 + 1) / 2)
 
 
 def _toy_archive():

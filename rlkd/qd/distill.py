@@ -321,12 +321,19 @@ def command_result(policy: DistilledPolicy, task, env, commands: torch.Tensor,
 
 
 def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.Tensor,
-          ref_desc: torch.Tensor, fit: torch.Tensor, desc: torch.Tensor) -> dict[str, float]:
+          ref_desc: torch.Tensor, fit: torch.Tensor, desc: torch.Tensor,
+          ref_length: torch.Tensor | None = None, length: torch.Tensor | None = None
+          ) -> dict[str, float]:
     """The distillation metrics of the module docstring.
 
     Args:
         commands: ``(E, n)`` commanded descriptors (normalized); ref_fit ``(E,)`` / ref_desc
             ``(E, n)``: the elites re-evaluated (descriptors normalized); fit / desc: pi's.
+        ref_length, length: ``(E,)`` episode steps of the elites' and pi's evaluations; with
+            them, ``early_end_rate`` (pi's episodes that ended before ``task.episode_steps``:
+            on AGVOmni a collision, whose descriptor is where it hit),
+            ``reference_early_end_rate`` and ``desc_error_cells_full_length`` (the mean error
+            over pi's episodes that ran to the end).
     """
     from rlkd.qd.archive import Archive
 
@@ -353,7 +360,19 @@ def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.T
             "reinserted_coverage": pi_ins["coverage"],
             "reference_coverage": ref_ins["coverage"],
             "desc_error_cells_median": float(err.median()),
-            "within_one_cell": float((err <= 1.0).double().mean()), "cells": int(len(fit))}
+            "within_one_cell": float((err <= 1.0).double().mean()), "cells": int(len(fit)),
+            **_early_ends(task, err, ref_length, length)}
+
+
+def _early_ends(task, err: torch.Tensor, ref_length: torch.Tensor | None,
+                length: torch.Tensor | None) -> dict[str, float]:
+    if length is None or ref_length is None:
+        return {}
+    early, ref_early = (x.cpu() < task.episode_steps for x in (length, ref_length))
+    full = err[~early]
+    return {"early_end_rate": float(early.double().mean()),
+            "reference_early_end_rate": float(ref_early.double().mean()),
+            "desc_error_cells_full_length": float(full.mean()) if len(full) else float("nan")}
 
 
 def distill_archive(task, state: dict, method: str, cfg: DistillConfig | None = None,
@@ -390,7 +409,7 @@ def distill_archive(task, state: dict, method: str, cfg: DistillConfig | None = 
     ref_desc = task.normalize(ref.descriptor)
     res = command_result(policy, task, env, commands)
     metrics = score(task, cells, commands, ref.fitness, ref_desc, res.fitness,
-                    task.normalize(res.descriptor))
+                    task.normalize(res.descriptor), ref.length, res.length)
     same = float((ref.fitness.double().cpu() - elites["fitness"]).abs().max())
     metrics.update(extra, method=method, seconds=time.perf_counter() - t0,
                    reference_max_abs_fitness_change=same)
