@@ -228,8 +228,10 @@ def summarize(runs: list[dict]) -> tuple[dict, dict]:
                 ds = [r["distilled"][method] for r in rs if method in r["distilled"]]
                 if ds:
                     s[method] = {m: bootstrap_mean(np.array([d[m] for d in ds]))
-                                 for m in DISTILL_METRICS + EXTRA_DISTILL_METRICS
-                                 if all(m in d for d in ds)}
+                                 for m in DISTILL_METRICS}
+                    s[method].update({m: bootstrap_mean(np.array([d[m] for d in ds if m in d]))
+                                      for m in EXTRA_DISTILL_METRICS
+                                      if any(m in d for d in ds)})  # n: the runs that have it
             summary.setdefault(task, {})[algo] = s
     ratios: dict = {}
     for task in SEEDS:
