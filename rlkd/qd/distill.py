@@ -67,6 +67,9 @@ class DistillConfig:
         dagger_rounds: ``dagger`` only: student rollouts labelled by the elites, each followed
             by a fit on the aggregated dataset.
         dagger_steps: ``dagger`` only: Adam steps of each round's fit (warm-started).
+        dagger_early_end_weight: ``dagger`` only: sampling weight of the labelled rows from
+            pi's rollouts that ended before the time limit (on AGVOmni: collided), against 1 for
+            every other row.
         seed: seed of the BC initialisation and minibatches.
     """
 
@@ -76,6 +79,7 @@ class DistillConfig:
     bc_lr: float = 3e-3
     dagger_rounds: int = 10
     dagger_steps: int = 2000
+    dagger_early_end_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,6 +88,9 @@ class DistillConfig:
             if int(v) != v or v < (1 if name == "bc_batch_size" else 0):
                 raise ValueError(f"DistillConfig.{name} must be a non-negative integer "
                                  f"(bc_batch_size >= 1), got {v!r}")
+        if not self.dagger_early_end_weight > 0:
+            raise ValueError(f"DistillConfig.dagger_early_end_weight must be > 0, got "
+                             f"{self.dagger_early_end_weight!r}")
         if not self.bc_lr > 0:
             raise ValueError(f"DistillConfig.bc_lr must be > 0, got {self.bc_lr!r}")
 
@@ -184,15 +191,19 @@ class _ClonedActor:
         self.actor = FlatActor(bc_shape, desc_dim, self.gen).to(x.device)
         self.mu, self.sd = x.mean(dim=0), x.std(dim=0).clamp_min(0.1)  # inputs O(1): <= x10
 
-    def fit(self, x: torch.Tensor, act: torch.Tensor, steps: int) -> float:
-        """``steps`` Adam steps of MSE on ``(x (M, O + k), act (M, A))``; the last loss."""
+    def fit(self, x: torch.Tensor, act: torch.Tensor, steps: int,
+            weights: torch.Tensor | None = None) -> float:
+        """``steps`` Adam steps of MSE on ``(x (M, O + k), act (M, A))``, rows drawn uniformly
+        or in proportion to ``weights (M,)``; the last loss."""
         xn = (x - self.mu) / self.sd
         opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.bc_lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1))
         m, k = x.shape[0], self.k
         loss = torch.zeros(())
         for _ in range(int(steps)):
-            idx = torch.randint(m, (min(self.cfg.bc_batch_size, m),), generator=self.gen)
+            b = min(self.cfg.bc_batch_size, m)
+            idx = torch.randint(m, (b,), generator=self.gen) if weights is None else \
+                torch.multinomial(weights, b, replacement=True, generator=self.gen)
             idx = idx.to(x.device)
             loss = (self.actor(xn[idx, :-k], xn[idx, -k:]) - act[idx]).square().mean()
             opt.zero_grad(set_to_none=True)
@@ -254,6 +265,7 @@ def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
     cmd = commands.float().to(dev)
     xs = [torch.cat([tr["obs"], cmd[tr["policy"]]], dim=-1)]
     acts = [tr["actions"]]
+    ws = [torch.ones(len(xs[0]))]
     clone = _ClonedActor(shape, commands.shape[1], xs[0], cfg)
     loss = clone.fit(xs[0], acts[0], cfg.bc_steps)
     bc_loss = loss
@@ -271,7 +283,12 @@ def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
         x, a = teacher_labels(shape, elites, res, cmd)
         xs.append(x)
         acts.append(a)
-        loss = clone.fit(torch.cat(xs), torch.cat(acts), cfg.dagger_steps)
+        # Rows of pi's rollouts that ended early (collisions) are rare but are where it fails.
+        early = (res.length < task.episode_steps).cpu()
+        ws.append(torch.where(early, cfg.dagger_early_end_weight, 1.0)[
+            teacher_rows_env(res).cpu()].float())
+        w = torch.cat(ws) if cfg.dagger_early_end_weight != 1.0 else None
+        loss = clone.fit(torch.cat(xs), torch.cat(acts), cfg.dagger_steps, w)
     info = {"bc_loss": bc_loss, "dagger_loss": loss,
             "dagger_transitions": int(sum(x.shape[0] for x in xs)), "dagger_rounds": rounds,
             "bc_seconds": time.perf_counter() - t0}
@@ -288,8 +305,14 @@ def teacher_labels(shape: PolicyShape, elites: torch.Tensor, rollout: Population
     (step, env) like :meth:`PopulationResult.transitions`."""
     labels = population_forward(shape, elites, rollout.obs.transpose(0, 1)).transpose(0, 1)
     valid = rollout.valid
-    env_id = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)[valid]
+    env_id = teacher_rows_env(rollout)
     return torch.cat([rollout.obs[valid], commands[env_id]], dim=-1), labels[valid]
+
+
+def teacher_rows_env(rollout: PopulationResult) -> torch.Tensor:
+    """``(M,)`` int64: the env (command) of each row of :func:`teacher_labels`."""
+    valid = rollout.valid
+    return torch.arange(valid.shape[1], device=valid.device).expand_as(valid)[valid]
 
 
 def cell_errors(commands: torch.Tensor, reached: torch.Tensor, cells: tuple[int, ...]
