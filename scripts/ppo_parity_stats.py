@@ -159,7 +159,7 @@ def plot(by: dict, path: Path) -> None:
 
 def table(summary: dict) -> str:
     rows = ["| trainer | task | seeds | final success IQM [95% CI] | env steps | env-steps/s | "
-            "s to 50% | steps to 50% |", "|---|---|---|---|---|---|---|---|"]
+            "s to 50% | steps to 50% | CPU |", "|---|---|---|---|---|---|---|---|---|"]
     for tr in sorted(summary):
         for ta in sorted(summary[tr]):
             s = summary[tr][ta]
@@ -167,7 +167,8 @@ def table(summary: dict) -> str:
             n50 = "-" if s["env_steps_to_50"] is None else f"{s['env_steps_to_50'] / 1e6:.2f}M"
             rows.append(f"| {tr} | {ta} | {s['n']} | {100 * s['iqm_final']:.1f}% "
                         f"[{100 * s['ci'][0]:.1f}, {100 * s['ci'][1]:.1f}] | "
-                        f"{s['env_steps'] / 1e6:.2f}M | {s['env_steps_per_s']:,.0f} | {t50} | {n50} |")
+                        f"{s['env_steps'] / 1e6:.2f}M | {s['env_steps_per_s']:,.0f} | {t50} | "
+                        f"{n50} | {', '.join(s.get('cpu_models', []))} |")
     return "\n".join(rows)
 
 
@@ -182,7 +183,8 @@ def report(runs_dir: Path, out_json: Path, args) -> dict:
            "env": "AGVWarehouse-v0", "budget": {"env_steps": args.steps, "seconds": args.seconds},
            "threads_per_run": args.threads, "jobs": args.jobs,
            "runs": [{k: r[k] for k in ("trainer", "task", "seed", "env_steps", "success",
-                                       "seconds", "episodes", "total_env_steps", "wall_s")}
+                                       "seconds", "episodes", "total_env_steps", "wall_s",
+                                       "cpu_model", "seconds_cap") if k in r}
                     for r in runs],
            "summary": summary, "targets": tg, "plot": rel(png) if runs else None}
     write_json_atomic(out_json, res)
