@@ -184,7 +184,8 @@ def report(runs_dir: Path, out_json: Path, args) -> dict:
            "threads_per_run": args.threads, "jobs": args.jobs,
            "runs": [{k: r[k] for k in ("trainer", "task", "seed", "env_steps", "success",
                                        "seconds", "episodes", "total_env_steps", "wall_s",
-                                       "cpu_model", "seconds_cap") if k in r}
+                                       "cpu_model", "cpu_model_note", "seconds_cap")
+                     if k in r}
                     for r in runs],
            "summary": summary, "targets": tg, "plot": rel(png) if runs else None}
     write_json_atomic(out_json, res)
