@@ -135,8 +135,8 @@ def _skeleton() -> Skeleton:
     return _SKELETON
 
 
-class HumanoidMotionEnv(ActionModes, ClipSampling, FailStateRecovery, CameraObservations, MujocoEnvState,
-                        BatchedEnv):
+class HumanoidMotionEnv(ActionModes, ClipSampling, FailStateRecovery, CameraObservations,
+                        MujocoEnvState, BatchedEnv):
     """Batched humanoid motion tracking; see the module docstring for the full manual."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
