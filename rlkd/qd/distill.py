@@ -265,7 +265,8 @@ def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
     cmd = commands.float().to(dev)
     xs = [torch.cat([tr["obs"], cmd[tr["policy"]]], dim=-1)]
     acts = [tr["actions"]]
-    ws = [torch.ones(len(xs[0]))]
+    weighted = cfg.dagger_early_end_weight != 1.0
+    ws = [torch.ones(len(xs[0]))] if weighted else []
     clone = _ClonedActor(shape, commands.shape[1], xs[0], cfg)
     loss = clone.fit(xs[0], acts[0], cfg.bc_steps)
     bc_loss = loss
@@ -283,12 +284,12 @@ def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
         x, a = teacher_labels(shape, elites, res, cmd)
         xs.append(x)
         acts.append(a)
-        # Rows of pi's rollouts that ended early (collisions) are rare but are where it fails.
-        early = (res.length < task.episode_steps).cpu()
-        ws.append(torch.where(early, cfg.dagger_early_end_weight, 1.0)[
-            teacher_rows_env(res).cpu()].float())
-        w = torch.cat(ws) if cfg.dagger_early_end_weight != 1.0 else None
-        loss = clone.fit(torch.cat(xs), torch.cat(acts), cfg.dagger_steps, w)
+        if weighted:  # rows of rollouts that ended early (collisions): rare, where pi fails
+            early = (res.length < task.episode_steps).cpu()
+            ws.append(torch.where(early, cfg.dagger_early_end_weight, 1.0)[
+                teacher_rows_env(res).cpu()].float())
+        loss = clone.fit(torch.cat(xs), torch.cat(acts), cfg.dagger_steps,
+                         torch.cat(ws) if weighted else None)
     info = {"bc_loss": bc_loss, "dagger_loss": loss,
             "dagger_transitions": int(sum(x.shape[0] for x in xs)), "dagger_rounds": rounds,
             "bc_seconds": time.perf_counter() - t0}
