@@ -86,7 +86,9 @@ def run_one(task: str, algo: str, seed: int, args) -> dict:
     record = run_dir.with_suffix(".json")
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
     env = dict(QUICK_ENV) if args.quick else {}
-    bc = DistillConfig(bc_hidden=tuple(args.bc_hidden))
+    bc = DistillConfig(bc_hidden=tuple(args.bc_hidden), **{
+        k: getattr(args, k) for k in ("dagger_rounds", "dagger_steps")
+        if getattr(args, k) is not None})
     if args.quick:
         bc = dataclasses.replace(bc, bc_steps=50, dagger_rounds=1, dagger_steps=20)
     t0 = time.perf_counter()
@@ -396,6 +398,10 @@ def main(argv=None) -> None:
                     help="distillations of each archive (td3 on dcg-me runs only)")
     ap.add_argument("--bc-hidden", nargs="+", type=int, default=[128, 128],
                     help="hidden widths of the bc / dagger policy (the committed study: 128 128)")
+    ap.add_argument("--dagger-rounds", type=int, default=None,
+                    help="DAgger rounds (default DistillConfig's, 10)")
+    ap.add_argument("--dagger-steps", type=int, default=None,
+                    help="Adam steps per DAgger round (default DistillConfig's, 2000)")
     ap.add_argument("--run", nargs=3, metavar=("TASK", "ALGO", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     q = args.quick
@@ -426,6 +432,9 @@ def main(argv=None) -> None:
                    str(args.threads), "--evaluations", str(args.evaluations), "--batch-size",
                    str(args.batch_size), "--results", args.results, "--methods",
                    *args.methods, "--bc-hidden", *map(str, args.bc_hidden), *passthrough]
+            for k in ("dagger_rounds", "dagger_steps"):
+                if getattr(args, k) is not None:
+                    cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
             if args.runs:
                 cmd += ["--runs", args.runs]
             t0 = time.perf_counter()

@@ -232,13 +232,21 @@ def bc_policy(task, shape: PolicyShape, reference: PopulationResult, commands: t
         the policy and ``{"bc_loss": final MSE, "bc_transitions": M, "bc_seconds": s}``.
     """
     t0 = time.perf_counter()
-    tr = reference.transitions()
-    x = torch.cat([tr["obs"], commands.float().to(tr["obs"].device)[tr["policy"]]], dim=-1)
-    clone = _ClonedActor(shape, commands.shape[1], x, cfg)
-    loss = clone.fit(x, tr["actions"], cfg.bc_steps)
+    clone, x, _, loss = _fit_elites(shape, reference, commands, cfg)
     info = {"bc_loss": loss, "bc_transitions": int(x.shape[0]),
             "bc_seconds": time.perf_counter() - t0}
     return clone.policy(task.id, "bc", env_overrides), info
+
+
+def _fit_elites(shape: PolicyShape, reference: PopulationResult, commands: torch.Tensor,
+                cfg: DistillConfig) -> tuple["_ClonedActor", torch.Tensor, torch.Tensor, float]:
+    """The BC fit both methods start with: rows ``[s; d_elite]`` of the elites' rollouts
+    ``x (M, O + n_desc)``, their actions ``(M, A)``; returns the fitted clone, x, the actions
+    and the last loss."""
+    tr = reference.transitions()
+    x = torch.cat([tr["obs"], commands.float().to(tr["obs"].device)[tr["policy"]]], dim=-1)
+    clone = _ClonedActor(shape, commands.shape[1], x, cfg)
+    return clone, x, tr["actions"], clone.fit(x, tr["actions"], cfg.bc_steps)
 
 
 def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
@@ -260,24 +268,19 @@ def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
         BC policy), so the list shows what every round bought.
     """
     t0 = time.perf_counter()
-    tr = reference.transitions()
-    dev = tr["obs"].device
-    cmd = commands.float().to(dev)
-    xs = [torch.cat([tr["obs"], cmd[tr["policy"]]], dim=-1)]
-    acts = [tr["actions"]]
+    clone, x0, a0, loss = _fit_elites(shape, reference, commands, cfg)
+    bc_loss, xs, acts = loss, [x0], [a0]
+    cmd = commands.float().to(x0.device)
     weighted = cfg.dagger_early_end_weight != 1.0
-    ws = [torch.ones(len(xs[0]))] if weighted else []
-    clone = _ClonedActor(shape, commands.shape[1], xs[0], cfg)
-    loss = clone.fit(xs[0], acts[0], cfg.bc_steps)
-    bc_loss = loss
-    elites = elites.to(dev)
-    ref_pos = (reference.fitness.double().cpu() - task.fitness_low).clamp_min(0).sum()
+    ws = [torch.ones(len(x0))] if weighted else []
+    elites = elites.to(x0.device)
+    ref_pos = float(qd_contributions(reference.fitness, task.fitness_low).sum())
     rounds = []
     for r in range(int(cfg.dagger_rounds)):
         res = command_result(clone.policy(task.id, "dagger", env_overrides), task, env,
                              commands, keep_transitions=True)
         err = float(cell_errors(commands, task.normalize(res.descriptor), cells).mean())
-        pos = (res.fitness.double().cpu() - task.fitness_low).clamp_min(0).sum()
+        pos = float(qd_contributions(res.fitness, task.fitness_low).sum())
         rounds.append({"round": r, "desc_error_cells": err, "loss": loss,
                        "qd_score_pct_of_elites": float(100 * pos / ref_pos) if ref_pos > 0
                        else float("nan")})
@@ -287,7 +290,7 @@ def dagger_policy(task, env, shape: PolicyShape, elites: torch.Tensor,
         if weighted:  # rows of rollouts that ended early (collisions): rare, where pi fails
             early = (res.length < task.episode_steps).cpu()
             ws.append(torch.where(early, cfg.dagger_early_end_weight, 1.0)[
-                teacher_rows_env(res).cpu()].float())
+                res.row_policy().cpu()].float())
         loss = clone.fit(torch.cat(xs), torch.cat(acts), cfg.dagger_steps,
                          torch.cat(ws) if weighted else None)
     info = {"bc_loss": bc_loss, "dagger_loss": loss,
@@ -306,14 +309,14 @@ def teacher_labels(shape: PolicyShape, elites: torch.Tensor, rollout: Population
     (step, env) like :meth:`PopulationResult.transitions`."""
     labels = population_forward(shape, elites, rollout.obs.transpose(0, 1)).transpose(0, 1)
     valid = rollout.valid
-    env_id = teacher_rows_env(rollout)
-    return torch.cat([rollout.obs[valid], commands[env_id]], dim=-1), labels[valid]
+    return torch.cat([rollout.obs[valid], commands[rollout.row_policy()]], dim=-1), labels[valid]
 
 
-def teacher_rows_env(rollout: PopulationResult) -> torch.Tensor:
-    """``(M,)`` int64: the env (command) of each row of :func:`teacher_labels`."""
-    valid = rollout.valid
-    return torch.arange(valid.shape[1], device=valid.device).expand_as(valid)[valid]
+def qd_contributions(fitness: torch.Tensor, fitness_low: float) -> torch.Tensor:
+    """``(E,)`` float64 on the CPU: each solution's QD-score share ``max(f - f_low, 0)``, 0
+    where ``f`` is not finite."""
+    f = fitness.double().cpu()
+    return torch.where(torch.isfinite(f), f - fitness_low, torch.zeros_like(f)).clamp_min(0.0)
 
 
 def cell_errors(commands: torch.Tensor, reached: torch.Tensor, cells: tuple[int, ...]
@@ -363,16 +366,12 @@ def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.T
 
     low = task.fitness_low
 
-    def contrib(f: torch.Tensor) -> torch.Tensor:
-        f = f.double().cpu()
-        return torch.where(torch.isfinite(f), f - low, torch.zeros_like(f)).clamp_min(0.0)
-
     def reinserted(f: torch.Tensor, d: torch.Tensor) -> dict[str, float]:
         ar = Archive(1, cells, low)
         ar.add(torch.zeros(f.shape[0], 1), f, d)
         return ar.stats()
 
-    ref_qd, qd = float(contrib(ref_fit).sum()), float(contrib(fit).sum())
+    ref_qd, qd = (float(qd_contributions(f, low).sum()) for f in (ref_fit, fit))
     err = cell_errors(commands, desc, cells)
     ref_ins, pi_ins = reinserted(ref_fit, ref_desc), reinserted(fit, desc)
     pct = lambda a, b: 100.0 * a / b if b > 0 else float("nan")  # noqa: E731

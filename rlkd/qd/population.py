@@ -137,13 +137,19 @@ class PopulationResult:
     dones: torch.Tensor
     valid: torch.Tensor
 
+    def row_policy(self) -> torch.Tensor:
+        """``(M,)`` int64: the policy (env) of each valid row, rows ordered by (step, policy)
+        as in :meth:`transitions`."""
+        m = self.valid
+        return torch.arange(m.shape[1], device=m.device).expand_as(m)[m]
+
     def transitions(self) -> dict[str, torch.Tensor]:
         """The valid transitions flattened, rows ordered by (step, policy), plus ``policy``
-        ``(M,)`` int64, the index of the policy that produced each row."""
+        (:meth:`row_policy`)."""
         m = self.valid
-        pid = torch.arange(m.shape[1], device=m.device).expand_as(m)
         return {"obs": self.obs[m], "next_obs": self.next_obs[m], "actions": self.actions[m],
-                "rewards": self.rewards[m], "dones": self.dones[m].float(), "policy": pid[m]}
+                "rewards": self.rewards[m], "dones": self.dones[m].float(),
+                "policy": self.row_policy()}
 
 
 @torch.no_grad()
