@@ -234,6 +234,11 @@ def summarize(runs: list[dict]) -> tuple[dict, dict]:
                     s[method].update({m: bootstrap_mean(np.array([d[m] for d in ds if m in d]))
                                       for m in EXTRA_DISTILL_METRICS
                                       if any(m in d for d in ds)})  # n: the runs that have it
+                    # The elites under action noise (the same in every method's entry).
+                    noisy = [d["elite_noise"] for d in ds if d.get("elite_noise")]
+                    for i, row in enumerate(noisy[0] if noisy else []):
+                        s[method][f"elite_desc_error_cells_noise_{row['sigma']:g}"] = \
+                            bootstrap_mean(np.array([n[i]["desc_error_cells"] for n in noisy]))
             summary.setdefault(task, {})[algo] = s
     ratios: dict = {}
     for task in SEEDS:

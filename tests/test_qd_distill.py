@@ -249,7 +249,30 @@ def test_dagger_rounds_start_from_bc_and_reproduce_the_elites():
     assert m["dagger_transitions"] > bc["bc_transitions"]
 
 
+def test_elite_noise_probe_is_zero_at_no_noise_and_grows_with_it():
+    """The elites re-evaluated with action noise: a vanishing std reproduces their own cells,
+    a large one moves them; the metrics carry one row per configured std."""
+    from rlkd.qd.distill_metrics import elite_noise_probe
+    from rlkd.qd.population import PolicyShape
+
+    task, state = _toy_archive()
+    e, ps = state["archive"]["elites"], state["policy_shape"]
+    shape = PolicyShape(int(ps["obs_dim"]), tuple(ps["hidden"]), int(ps["act_dim"]),
+                        ps.get("activation", "relu"))
+    cells = tuple(int(c) for c in state["archive"]["cells"])
+    n = int(e["index"].numel())
+    rows = elite_noise_probe(task, task.make_env(n), shape, e["solution"],
+                             e["descriptor"].float(), cells, (1e-9, 0.5))
+    assert [r["sigma"] for r in rows] == [1e-9, 0.5]
+    assert rows[0]["desc_error_cells"] < 1e-3, rows
+    assert rows[1]["desc_error_cells"] > 0.5, rows
+    _, m = distill_archive(task, state, "bc", DistillConfig(bc_hidden=(8,), bc_steps=1))
+    assert [r["sigma"] for r in m["elite_noise"]] == list(DistillConfig().elite_noise)
+
+
 def test_distill_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="elite_noise"):
+        DistillConfig(elite_noise=(0.0,))
     with pytest.raises(ValueError, match="dagger_rounds"):
         DistillConfig(dagger_rounds=-1)
     with pytest.raises(ValueError, match="bc_lr"):

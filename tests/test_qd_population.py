@@ -106,3 +106,24 @@ def test_env_batch_must_match_the_population():
     shape = _shape(env)
     with pytest.raises(ValueError, match="task.make_env"):
         evaluate_population(task, env, shape, shape.init(3, torch.Generator()))
+
+
+def test_action_noise_probe_is_seeded_bounded_and_off_by_default():
+    """action_noise=0 is the plain evaluation; > 0 is reproducible per seed, moves the
+    descriptors, differs across seeds, and keeps executed actions in [-1, 1]."""
+    task = get_task("AGVOmni-v0")
+    env = task.make_env(6)
+    shape = _shape(env, (8,))
+    p = shape.init(6, torch.Generator().manual_seed(3))
+    plain = evaluate_population(task, env, shape, p)
+    zero = evaluate_population(task, env, shape, p, action_noise=0.0, noise_seed=5)
+    assert torch.equal(plain.descriptor, zero.descriptor)
+    a = evaluate_population(task, env, shape, p, action_noise=0.3, noise_seed=1)
+    b = evaluate_population(task, env, shape, p, action_noise=0.3, noise_seed=1)
+    c = evaluate_population(task, env, shape, p, action_noise=0.3, noise_seed=2)
+    assert torch.equal(a.descriptor, b.descriptor)
+    assert not torch.allclose(a.descriptor, plain.descriptor)
+    assert not torch.allclose(a.descriptor, c.descriptor)
+    assert float(a.actions[a.valid].abs().max()) <= 1.0
+    with pytest.raises(ValueError, match="action_noise"):
+        evaluate_population(task, env, shape, p, action_noise=-0.1)

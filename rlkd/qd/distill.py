@@ -29,6 +29,11 @@ Reported:
 ``reinserted_qd_score_pct``  the stricter score: pi's rollouts inserted by their *reached*
                              descriptors into an empty archive of the same grid, its QD-score as a
                              percentage of the re-evaluated elites' inserted the same way
+``elite_noise``              the elites themselves with Gaussian action noise (``DistillConfig.
+                             elite_noise`` stds): their descriptor error and early-end rate, the
+                             error a policy whose actions are off by that much is to expect
+
+(the scoring lives in :mod:`rlkd.qd.distill_metrics`).
 
 ``DIR/distilled.pt`` (rlkd checkpoint) holds one entry per method (``policies[method]``: the
 actor's layout and flat weights, the task, the metrics) and ``default``, the method last written
@@ -40,13 +45,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from rlkd.qd.distill_metrics import cell_errors, command_result, elite_noise_probe, \
+    qd_contributions, score
 from rlkd.qd.population import PolicyShape, PopulationResult, evaluate_population, \
     population_forward
 
@@ -70,7 +76,11 @@ class DistillConfig:
         dagger_early_end_weight: ``dagger`` only: sampling weight of the labelled rows from
             pi's rollouts that ended before the time limit (on AGVOmni: collided), against 1 for
             every other row.
-        seed: seed of the BC initialisation and minibatches.
+        elite_noise: action-noise stds (action units) at which the elites are re-evaluated
+            for ``elite_noise`` in the metrics: the elites' own descriptor error and
+            early-end rate when their actions are off by about that much, the yardstick for
+            a distilled policy whose actions are off by about as much (() skips it).
+        seed: seed of the BC initialisation and minibatches (and of the elite-noise probe).
     """
 
     bc_hidden: tuple[int, ...] = (256, 256)
@@ -80,6 +90,7 @@ class DistillConfig:
     dagger_rounds: int = 10
     dagger_steps: int = 2000
     dagger_early_end_weight: float = 1.0
+    elite_noise: tuple[float, ...] = (0.02, 0.05, 0.1)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +102,9 @@ class DistillConfig:
         if not self.dagger_early_end_weight > 0:
             raise ValueError(f"DistillConfig.dagger_early_end_weight must be > 0, got "
                              f"{self.dagger_early_end_weight!r}")
+        if any(not float(x) > 0 for x in self.elite_noise):
+            raise ValueError(f"DistillConfig.elite_noise must hold stds > 0, got "
+                             f"{self.elite_noise!r}")
         if not self.bc_lr > 0:
             raise ValueError(f"DistillConfig.bc_lr must be > 0, got {self.bc_lr!r}")
 
@@ -312,22 +326,6 @@ def teacher_labels(shape: PolicyShape, elites: torch.Tensor, rollout: Population
     return torch.cat([rollout.obs[valid], commands[rollout.row_policy()]], dim=-1), labels[valid]
 
 
-def qd_contributions(fitness: torch.Tensor, fitness_low: float) -> torch.Tensor:
-    """``(E,)`` float64 on the CPU: each solution's QD-score share ``max(f - f_low, 0)``, 0
-    where ``f`` is not finite."""
-    f = fitness.double().cpu()
-    return torch.where(torch.isfinite(f), f - fitness_low, torch.zeros_like(f)).clamp_min(0.0)
-
-
-def cell_errors(commands: torch.Tensor, reached: torch.Tensor, cells: tuple[int, ...]
-                ) -> torch.Tensor:
-    """``(E,)`` float64 distance from each command to the descriptor reached, in cell widths
-    (``w = 2 / cells`` per dimension; both ``(E, n_desc)`` normalized); inf where not finite."""
-    width = 2.0 / torch.tensor(cells, dtype=torch.float64)
-    err = ((reached.double().cpu() - commands.double().cpu()) / width).norm(dim=-1)
-    return torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
-
-
 @torch.no_grad()
 def _fold_standardization(actor, mu: torch.Tensor, sd: torch.Tensor) -> None:
     """Make ``actor`` on raw inputs equal ``actor`` on ``(x - mu) / sd``: ``W0 <- W0 / sd``,
@@ -339,65 +337,6 @@ def _fold_standardization(actor, mu: torch.Tensor, sd: torch.Tensor) -> None:
 
 
 # ---------------------------------------------------------------------- evaluation
-def command_result(policy: DistilledPolicy, task, env, commands: torch.Tensor,
-                   keep_transitions: bool = False) -> PopulationResult:
-    """pi commanded with every row of ``commands (E, n_desc)``, one env each (``env`` has E):
-    one population batch of the folded policies pi(., d)."""
-    return evaluate_population(task, env, policy.actor.policy, policy.genotypes(commands),
-                               keep_transitions=keep_transitions)
-
-
-def score(task, cells: tuple[int, ...], commands: torch.Tensor, ref_fit: torch.Tensor,
-          ref_desc: torch.Tensor, fit: torch.Tensor, desc: torch.Tensor,
-          ref_length: torch.Tensor | None = None, length: torch.Tensor | None = None
-          ) -> dict[str, float]:
-    """The distillation metrics of the module docstring.
-
-    Args:
-        commands: ``(E, n)`` commanded descriptors (normalized); ref_fit ``(E,)`` / ref_desc
-            ``(E, n)``: the elites re-evaluated (descriptors normalized); fit / desc: pi's.
-        ref_length, length: ``(E,)`` episode steps of the elites' and pi's evaluations; with
-            them, ``early_end_rate`` (pi's episodes that ended before ``task.episode_steps``:
-            on AGVOmni a collision, whose descriptor is where it hit),
-            ``reference_early_end_rate`` and ``desc_error_cells_full_length`` (the mean error
-            over pi's episodes that ran to the end).
-    """
-    from rlkd.qd.archive import Archive
-
-    low = task.fitness_low
-
-    def reinserted(f: torch.Tensor, d: torch.Tensor) -> dict[str, float]:
-        ar = Archive(1, cells, low)
-        ar.add(torch.zeros(f.shape[0], 1), f, d)
-        return ar.stats()
-
-    ref_qd, qd = (float(qd_contributions(f, low).sum()) for f in (ref_fit, fit))
-    err = cell_errors(commands, desc, cells)
-    ref_ins, pi_ins = reinserted(ref_fit, ref_desc), reinserted(fit, desc)
-    pct = lambda a, b: 100.0 * a / b if b > 0 else float("nan")  # noqa: E731
-    return {"qd_score_pct": pct(qd, ref_qd), "desc_error_cells": float(err.mean()),
-            "reinserted_qd_score_pct": pct(pi_ins["qd_score"], ref_ins["qd_score"]),
-            "qd_score": qd, "reference_qd_score": ref_qd,
-            "reinserted_qd_score": pi_ins["qd_score"],
-            "reference_reinserted_qd_score": ref_ins["qd_score"],
-            "reinserted_coverage": pi_ins["coverage"],
-            "reference_coverage": ref_ins["coverage"],
-            "desc_error_cells_median": float(err.median()),
-            "within_one_cell": float((err <= 1.0).double().mean()), "cells": int(len(fit)),
-            **_early_ends(task, err, ref_length, length)}
-
-
-def _early_ends(task, err: torch.Tensor, ref_length: torch.Tensor | None,
-                length: torch.Tensor | None) -> dict[str, float]:
-    if length is None or ref_length is None:
-        return {}
-    early, ref_early = (x.cpu() < task.episode_steps for x in (length, ref_length))
-    full = err[~early]
-    return {"early_end_rate": float(early.double().mean()),
-            "reference_early_end_rate": float(ref_early.double().mean()),
-            "desc_error_cells_full_length": float(full.mean()) if len(full) else float("nan")}
-
-
 def distill_archive(task, state: dict, method: str, cfg: DistillConfig | None = None,
                     env_overrides: dict | None = None, device="cpu"
                     ) -> tuple[DistilledPolicy, dict]:
@@ -435,7 +374,9 @@ def distill_archive(task, state: dict, method: str, cfg: DistillConfig | None = 
                     task.normalize(res.descriptor), ref.length, res.length)
     same = float((ref.fitness.double().cpu() - elites["fitness"]).abs().max())
     metrics.update(extra, method=method, seconds=time.perf_counter() - t0,
-                   reference_max_abs_fitness_change=same)
+                   reference_max_abs_fitness_change=same,
+                   elite_noise=elite_noise_probe(task, env, shape, elites["solution"], commands,
+                                                 cells, cfg.elite_noise, cfg.seed))
     return policy, metrics
 
 

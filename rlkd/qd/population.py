@@ -154,17 +154,27 @@ class PopulationResult:
 
 @torch.no_grad()
 def evaluate_population(task: "QDTask", env, shape: PolicyShape, params: torch.Tensor,
-                        keep_transitions: bool = True) -> PopulationResult:
+                        keep_transitions: bool = True, action_noise: float = 0.0,
+                        noise_seed: int = 0) -> PopulationResult:
     """Roll out ``params (P, D)`` as one batch of ``env`` (built by ``task.make_env(P)``).
 
     Every env starts from the task's fixed start state (same layout, common random numbers);
     the loop runs ``task.episode_steps`` steps (or stops once every env's first episode ended)
     and reads each env's fitness and descriptor at its first episode end.
+
+    ``action_noise`` > 0 adds Gaussian noise of that std (action units, the range is [-1, 1])
+    to every action before the step, clipped to [-1, 1], drawn from a generator seeded with
+    ``noise_seed`` (a robustness probe of the policies; the recorded actions are the executed,
+    noisy ones). 0 leaves the evaluation exactly as without it.
     """
     P = params.shape[0]
     if env.num_envs != P:
         raise ValueError(f"evaluate_population: the env has {env.num_envs} envs but {P} "
                          f"policies were given; build it with task.make_env({P})")
+    if not action_noise >= 0:
+        raise ValueError(f"evaluate_population: action_noise must be >= 0, got {action_noise!r}")
+    noise = torch.Generator(device=env.device).manual_seed(int(noise_seed)) \
+        if action_noise > 0 else None
     params = params.to(env.device)
     obs = task.reset(env)
     T = task.episode_steps
@@ -175,6 +185,9 @@ def evaluate_population(task: "QDTask", env, shape: PolicyShape, params: torch.T
                                           ("obs", "next_obs", "actions", "rewards", "dones", "valid")}
     for _ in range(T):
         actions = population_forward(shape, params, obs)
+        if noise is not None:
+            actions = (actions + action_noise * torch.randn(
+                actions.shape, generator=noise, device=actions.device)).clamp(-1.0, 1.0)
         nxt, _, terminated, truncated, info = env.step(actions)
         done = terminated | truncated
         # Observations after this step: the episode's final ones where it ended (autoreset).
