@@ -390,6 +390,7 @@ def qd_cmd(
     qd: tuple[str, ...] = (),
     set: tuple[str, ...] = (),
     distill: str = "auto",
+    distill_set: tuple[str, ...] = (),
     video: bool = True,
 ) -> None:
     """Quality diversity: MAP-Elites (me), PGA-ME or DCG-ME on a QD task; writes
@@ -416,15 +417,19 @@ def qd_cmd(
             (bc, then DAgger rounds: pi's own states labelled by each cell's elite), auto
             (td3 for dcg-me, bc otherwise) or none; `--resume DIR --distill bc` on a finished
             run distils it again.
+        distill_set: distillation settings, key=value (fields of DistillConfig, e.g.
+            dagger_rounds=20 dagger_steps=1000 bc_hidden=[256,256]).
         video: write videos/elites.mp4 and videos/distilled.mp4 at the end.
     """
+    from rlkd.qd.distill import distill_config
     from rlkd.qd.run import run_qd
     from rlkd.train.cli import as_usage_error, user_errors
 
     try:
+        cfg = distill_config(_overrides(distill_set))
         res = run_qd(task, algo, evaluations, batch_size, seed, out, resume, device,
                      paper_steps, checkpoint_every, _overrides(qd), _overrides(set),
-                     distill=distill, videos=video)
+                     distill=distill, videos=video, distill_cfg=cfg)
     except user_errors() as exc:
         raise as_usage_error(exc) from exc
     print(f"{res['evaluations']} evaluations, {res['iterations']} iterations: QD-score "

@@ -212,6 +212,24 @@ def test_qd_bad_distill_is_one_line_and_writes_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_qd_bad_distill_set_is_one_line_and_writes_nothing(tmp_path):
+    _one_line(_cli("qd", "AGVOmni-v0", "--algo", "me", "--distill-set", "dagger_round=3",
+                   "--out", str(tmp_path / "r")), "unknown DistillConfig field(s) ['dagger_round']")
+    _one_line(_cli("qd", "AGVOmni-v0", "--algo", "me", "--distill-set", "bc_hidden=64",
+                   "--out", str(tmp_path / "r")), "DistillConfig.bc_hidden must be a list")
+    assert not (tmp_path / "r").exists()
+
+
+def test_distill_config_from_overrides():
+    from rlkd.qd.distill import distill_config
+
+    cfg = distill_config({"dagger_rounds": 20, "bc_hidden": [64, 32], "elite_noise": [0.1]})
+    assert cfg.dagger_rounds == 20 and cfg.bc_hidden == (64, 32) and cfg.elite_noise == (0.1,)
+    assert distill_config(None) == DistillConfig()
+    with pytest.raises(ValueError, match="dagger_steps"):
+        distill_config({"dagger_steps": -5})
+
+
 def test_dagger_labels_each_state_with_its_cells_elite():
     from rlkd.qd import population_forward
     from rlkd.qd.distill import teacher_labels

@@ -109,6 +109,23 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.bc_lr must be > 0, got {self.bc_lr!r}")
 
 
+def distill_config(overrides: dict | None) -> DistillConfig:
+    """A :class:`DistillConfig` from ``key=value`` overrides (``rlkd qd --distill-set``); an
+    unknown field is a ``KeyError`` naming the valid ones, a bad value the config's
+    ``ValueError``; lists become tuples (``bc_hidden=[512, 512]``)."""
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    d = dict(overrides or {})
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise KeyError(f"unknown DistillConfig field(s) {unknown}; valid: {sorted(fields)}")
+    for k, v in d.items():
+        if isinstance(v, list):
+            d[k] = tuple(v)
+        elif k in ("bc_hidden", "elite_noise") and not isinstance(v, tuple):
+            raise ValueError(f"DistillConfig.{k} must be a list, e.g. {k}=[256, 256]; got {v!r}")
+    return DistillConfig(**d)
+
+
 def resolve_method(method: str, algo: str) -> str | None:
     """``auto`` -> ``td3`` for dcg-me (its conditioned actor), ``bc`` otherwise; ``none`` ->
     None; ``td3`` on a run without a conditioned actor is a ``ValueError``."""
