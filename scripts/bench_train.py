@@ -7,11 +7,14 @@ minibatch size, same gamma (0.99) and entropy bonus (0.005), learning rate 1e-3 
 
     python scripts/bench_train.py                     # throughput only (~3 minutes)
     python scripts/bench_train.py --to-success 0.5 0.8 --time-limit 360
+    python scripts/bench_train.py --env HumanoidMotion-v0 --num-envs 512 --ours-steps 122880 \
+        --env-steps 61440 --skip-sb3 --out results/bench_train_humanoid.json
 
 Throughput is the whole loop: env steps collected / wall-clock of collection plus updates; ours
 runs three times, fp32, with ``update_precision=bf16`` and with ``update_compile`` (its rate
 also after the first iteration, which holds the compile), and records how the loop's time
-splits between rollout and update.
+splits between rollout and update. The env alone (random actions, same batch) is the ceiling
+each loop is given as a ratio of (``rlkd_over_env_only``).
 Writes ``results/bench_train.json`` (command, git commit, machine, raw numbers).
 """
 
@@ -71,6 +74,26 @@ def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agen
             / max(wall - first.get("wall_s", 0.0), 1e-9)}
 
 
+def env_only(env_id: str, num_envs: int, steps: int, seed: int) -> dict:
+    """The env alone at the same batch: uniform random actions in [-1, 1] drawn on the env's
+    device, no policy, no storage (the ceiling a training loop's env-steps/s is held to). The
+    first step (lazy allocations) is not timed."""
+    import rlkd
+
+    env = rlkd.make(env_id, num_envs=num_envs, seed=seed)
+    env.reset()
+    gen = torch.Generator(device=env.device).manual_seed(seed)
+    shape = (num_envs, env.act_dim)
+    env.step(torch.rand(shape, generator=gen, device=env.device) * 2 - 1)
+    n = max(1, steps // num_envs)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        env.step(torch.rand(shape, generator=gen, device=env.device) * 2 - 1)
+    wall = time.perf_counter() - t0
+    env.close()
+    return {"env_steps": n * num_envs, "wall_s": wall, "env_steps_per_s": n * num_envs / wall}
+
+
 def sb3(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int,
         target: float | None, time_limit: float, overrides: dict) -> dict:
     from stable_baselines3 import PPO
@@ -124,6 +147,9 @@ def main() -> None:
     p.add_argument("--num-steps", type=int, default=24)
     p.add_argument("--ours-steps", type=int, default=300_000, help="throughput phase, ours")
     p.add_argument("--sb3-steps", type=int, default=120_000, help="throughput phase, SB3")
+    p.add_argument("--env-steps", type=int, default=300_000, help="env-alone phase")
+    p.add_argument("--skip-sb3", action="store_true",
+                   help="ours and the env alone only (no SB3 arm, no time-to-success)")
     p.add_argument("--to-success", type=float, nargs="*", default=None,
                    help="also measure wall-clock to these success rates (e.g. 0.5 0.8)")
     p.add_argument("--time-limit", type=float, default=480.0, help="cap per time-to-success run")
@@ -148,10 +174,20 @@ def main() -> None:
         "rlkd_compile": ours(args.env, args.num_envs, args.num_steps, args.ours_steps,
                              args.seed, "ppo", None, 1e9, tmp / "ours_compile_throughput", {},
                              {"update_compile": True}),
-        "sb3": sb3(args.env, args.num_envs, args.num_steps, args.sb3_steps, args.seed, None, 1e9,
-                   {}),
+        "env_only": env_only(args.env, args.num_envs, args.env_steps, args.seed),
     }
     t = res["throughput"]
+    if not args.skip_sb3:
+        t["sb3"] = sb3(args.env, args.num_envs, args.num_steps, args.sb3_steps, args.seed,
+                       None, 1e9, {})
+    # Issue 18's training ratio: the whole loop against the env alone at the same batch.
+    for k in ("rlkd", "rlkd_bf16", "rlkd_compile"):
+        t[f"{k}_over_env_only"] = t[k]["env_steps_per_s"] / t["env_only"]["env_steps_per_s"]
+    print(f"env alone {t['env_only']['env_steps_per_s']:,.0f} env-steps/s; training over it: "
+          f"{t['rlkd_over_env_only']:.2f}x (bf16 {t['rlkd_bf16_over_env_only']:.2f}x)", flush=True)
+    if args.skip_sb3:
+        write_json_atomic(args.out, res)
+        return
     t["ratio"] = t["rlkd"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
     t["ratio_bf16"] = t["rlkd_bf16"]["env_steps_per_s"] / t["sb3"]["env_steps_per_s"]
     # The compiled update, after its first iteration (the compile, paid once per run).
