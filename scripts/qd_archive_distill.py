@@ -347,9 +347,9 @@ def plots(report: dict, runs_dir: Path, stem: Path) -> list[Path]:
     return out
 
 
-def update_readme(path: Path, text: str) -> None:
-    """Replace the block between the ``qd_archive_distill:table`` markers of ``path``."""
-    begin, end = "<!-- qd_archive_distill:table -->", "<!-- /qd_archive_distill:table -->"
+def update_readme(path: Path, text: str, marker: str = "qd_archive_distill") -> None:
+    """Replace the block between the ``<marker>:table`` markers of ``path``."""
+    begin, end = f"<!-- {marker}:table -->", f"<!-- /{marker}:table -->"
     s = path.read_text(encoding="utf-8")
     if begin not in s or end not in s:
         raise SystemExit(f"error: {path} lacks the {begin} ... {end} markers")
@@ -374,7 +374,7 @@ def report(args, throughput_result: dict | None) -> dict:
     md = out_json.with_suffix(".md")
     md.write_text(table(rep))
     if args.update_readme:
-        update_readme(ROOT / "README.md", table(rep))
+        update_readme(ROOT / "README.md", table(rep), args.readme_marker)
     pngs = plots(rep, runs_dir, out_json.with_suffix("")) if runs else []
     print(f"wrote {out_json}, {md}, {', '.join(map(str, pngs))}")
     return rep
@@ -396,6 +396,8 @@ def main(argv=None) -> None:
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--update-readme", action="store_true",
                     help="write the table into README.md between its markers")
+    ap.add_argument("--readme-marker", default="qd_archive_distill",
+                    help="the README block --update-readme fills (<!-- NAME:table -->)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--throughput-batch", type=int, default=None, help="default 1024")
     ap.add_argument("--throughput-sequential", type=int, default=None, help="default 8")
