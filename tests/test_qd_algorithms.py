@@ -106,9 +106,9 @@ def test_one_pg_variation_raises_q_on_a_toy_critic():
     assert not after_params.equal(parents)
 
 
-def _tiny_run(tmp_path, name, evaluations, algo="dcg-me", resume=False):
+def _tiny_run(tmp_path, name, evaluations, algo="dcg-me", resume=False, **extra):
     # Distillation and videos are tested in test_qd_distill.py.
-    kw = dict(overrides=dict(TINY), progress=False, checkpoint_every=1, distill="none",
+    kw = dict(overrides={**TINY, **extra}, progress=False, checkpoint_every=1, distill="none",
               videos=False)
     if resume:
         return run_qd(resume=tmp_path / name, evaluations=evaluations, progress=False,
@@ -137,6 +137,35 @@ def test_resume_2_plus_2_iterations_equals_4(tmp_path):
     for key in ("qd/qd_score", "qd/coverage", "qd/max_fitness", "qd/evals_per_s",
                 "qd/added_ga", "qd/added_pg", "qd/added_ai"):
         assert key in m, key
+
+
+def test_robust_fitness_is_the_worst_of_clean_and_noisy_rollouts():
+    """robust_noise > 0: every stored elite's fitness is at most its clean re-evaluation
+    (the minimum over the clean and the noisy rollouts), some strictly below it, and the
+    noisy evaluations are counted apart from the offspring."""
+    from rlkd.qd import evaluate_population
+
+    task = get_task("AGVOmni-v0")
+    cfg = preset("me", robust_noise=0.5, robust_samples=2, batch_size=32, **TINY)
+    alg = QDAlgorithm(task, cfg, seed=1)
+    for _ in range(2):
+        m = alg.step()
+    assert m["qd/evaluations"] == 64 and m["qd/robust_evaluations"] == 128
+    e = alg.archive.state_dict()["elites"]
+    clean = evaluate_population(task, task.make_env(len(e["fitness"])), alg.shape,
+                                e["solution"], keep_transitions=False).fitness.double()
+    stored = e["fitness"].double()
+    assert (stored <= clean + 1e-9).all()
+    assert (stored < clean - 1e-6).any()
+    with pytest.raises(ValueError, match="robust_samples"):
+        preset("me", robust_noise=0.1, robust_samples=0)
+
+
+def test_robust_resume_2_plus_2_equals_4(tmp_path):
+    full = _tiny_run(tmp_path, "full", 64, algo="me", robust_noise=0.3)
+    _tiny_run(tmp_path, "part", 32, algo="me", robust_noise=0.3)
+    part = _tiny_run(tmp_path, "part", 64, algo="me", resume=True)
+    assert part["qd_score"] == full["qd_score"] and part["coverage"] == full["coverage"]
 
 
 def test_truncated_archive_is_an_error_naming_the_file(tmp_path):
