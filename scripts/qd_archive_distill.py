@@ -70,6 +70,13 @@ def _paths(args) -> tuple[Path, Path]:
     return (runs if args.quick else Path(args.results)) / f"{stem}.json", runs
 
 
+def _qd_overrides(pairs) -> dict:
+    """``--qd key=value`` -> DCGMEConfig overrides (values parsed as YAML, as ``rlkd qd``)."""
+    from rlkd.train.cli import parse_overrides
+
+    return parse_overrides(tuple(pairs or ()), flag="--qd")
+
+
 def run_one(task: str, algo: str, seed: int, args) -> dict:
     """One run + its distillations (in this process); writes and returns its record."""
     import torch
@@ -84,7 +91,7 @@ def run_one(task: str, algo: str, seed: int, args) -> dict:
     _, runs = _paths(args)
     run_dir = runs / f"{task}_{algo}_s{seed}"
     record = run_dir.with_suffix(".json")
-    overrides = dict(QUICK_OVERRIDES) if args.quick else {}
+    overrides = {**(QUICK_OVERRIDES if args.quick else {}), **_qd_overrides(args.qd)}
     env = dict(QUICK_ENV) if args.quick else {}
     bc = DistillConfig(bc_hidden=tuple(args.bc_hidden), **{
         k: getattr(args, k) for k in ("dagger_rounds", "dagger_steps")
@@ -119,7 +126,7 @@ def run_one(task: str, algo: str, seed: int, args) -> dict:
            "distilled": distilled, "time_split": split,
            "env_steps_bound": res["evaluations"] * get_task(task).episode_steps,
            "threads": args.threads, "quick": bool(args.quick),
-           "distill_config": dataclasses.asdict(bc)}
+           "distill_config": dataclasses.asdict(bc), "qd_overrides": _qd_overrides(args.qd)}
     write_json_atomic(record, out)
     return out
 
@@ -409,6 +416,8 @@ def main(argv=None) -> None:
                     help="DAgger rounds (default DistillConfig's, 10)")
     ap.add_argument("--dagger-steps", type=int, default=None,
                     help="Adam steps per DAgger round (default DistillConfig's, 2000)")
+    ap.add_argument("--qd", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="DCGMEConfig overrides for every run, e.g. robust_noise=0.05")
     ap.add_argument("--run", nargs=3, metavar=("TASK", "ALGO", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     q = args.quick
@@ -439,6 +448,8 @@ def main(argv=None) -> None:
                    str(args.threads), "--evaluations", str(args.evaluations), "--batch-size",
                    str(args.batch_size), "--results", args.results, "--methods",
                    *args.methods, "--bc-hidden", *map(str, args.bc_hidden), *passthrough]
+            if args.qd:
+                cmd += ["--qd", *args.qd]
             for k in ("dagger_rounds", "dagger_steps"):
                 if getattr(args, k) is not None:
                     cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
