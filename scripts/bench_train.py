@@ -39,6 +39,7 @@ def ours(env_id: str, num_envs: int, num_steps: int, steps: int, seed: int, agen
 
     cfg = TrainConfig(env=env_id, agent=agent, num_envs=num_envs, steps=steps, seed=seed,
                       out=str(out), checkpoint_every=10**9, video=False, progress=False,
+                      overwrite=True,  # a scratch folder: a second bench run replaces it
                       env_overrides=overrides,
                       agent_cfg={"ppo": {"num_steps": num_steps, "num_epochs": 5,
                                          "num_minibatches": 4, "actor_hidden": HIDDEN,
